@@ -1,0 +1,154 @@
+"""CSV files of OHLCV bars -> normalized ``Bar``s (or ``Unparsed`` rows, which the database records as rejected).
+
+Accepts the common header spellings (Date/Datetime/Timestamp/time, Open/o, Adj Close ignored, Vol ...), ISO 8601
+timestamps with or without offset, plain dates, US and European date formats, and epoch seconds or milliseconds.
+Naive timestamps are read in ``tz`` (default UTC). Daily bars are stamped with their calendar date at 00:00 UTC.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import re
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pgtrade.errors import PgtradeError
+from pgtrade.ingest import Bar, Unparsed
+
+HEADER_ALIASES: dict[str, tuple[str, ...]] = {
+    "ts": ("ts", "time", "timestamp", "date", "datetime", "date_time", "gmt time", "local time", "t"),
+    "open": ("open", "o", "open price", "opening price"),
+    "high": ("high", "h", "high price"),
+    "low": ("low", "l", "low price"),
+    "close": ("close", "c", "close price", "closing price", "last", "price"),
+    "volume": ("volume", "v", "vol", "vol.", "volume traded"),
+    "symbol": ("symbol", "ticker", "sym"),
+}
+_DATE_FORMATS = (
+    "%Y-%m-%d %H:%M:%S%z", "%Y-%m-%d %H:%M%z", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d",
+    "%Y/%m/%d %H:%M:%S", "%Y/%m/%d", "%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M", "%m/%d/%Y",
+    "%d.%m.%Y %H:%M:%S.%f", "%d.%m.%Y %H:%M:%S", "%d.%m.%Y %H:%M", "%d.%m.%Y", "%Y%m%d",
+)
+_EPOCH = re.compile(r"^\d{9,13}(\.\d+)?$")
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"\s+", " ", name.strip().lower().replace("_", " ")).replace(" ", "_") if name else ""
+
+
+def map_header(header: list[str]) -> dict[str, int]:
+    """Column index of each field, by alias; raises a clear error naming what is missing."""
+    normalized = [_norm(h).replace("_", " ") for h in header]
+    found: dict[str, int] = {}
+    for field, aliases in HEADER_ALIASES.items():
+        for i, h in enumerate(normalized):
+            if h in aliases:
+                found[field] = i
+                break
+    missing = [f for f in ("ts", "open", "high", "low", "close") if f not in found]
+    if missing:
+        shown = ", ".join(repr(h[:40]) for h in header[:12])
+        raise PgtradeError(f"CSV header lacks {', '.join(missing)} (found columns: {shown})")
+    return found
+
+
+def parse_timestamp(text: str, tz: ZoneInfo) -> datetime:
+    """A timestamp in any supported format, as an aware UTC datetime (naive text is read in ``tz``)."""
+    s = text.strip()
+    if _EPOCH.match(s):
+        value = float(s)
+        return datetime.fromtimestamp(value / 1000 if value > 1e11 else value, tz=timezone.utc)
+    iso = s[:-1] + "+00:00" if s.endswith(("Z", "z")) else s
+    try:
+        dt = datetime.fromisoformat(iso)
+    except ValueError:
+        for fmt in _DATE_FORMATS:
+            try:
+                dt = datetime.strptime(s, fmt)
+                break
+            except ValueError:
+                continue
+        else:
+            raise ValueError(f"unrecognized timestamp {s[:40]!r}") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=tz)
+    return dt.astimezone(timezone.utc)
+
+
+def daily_stamp(dt_utc: datetime, tz: ZoneInfo) -> datetime:
+    """A daily bar's stamp: its calendar date (in the file's zone) at 00:00 UTC."""
+    local = dt_utc.astimezone(tz)
+    return datetime(local.year, local.month, local.day, tzinfo=timezone.utc)
+
+
+def read_csv(
+    path: str | Path,
+    *,
+    symbol: str | None,
+    interval: str,
+    tz: str = "UTC",
+) -> Iterator[Bar | Unparsed]:
+    """Yield the bars of a CSV (plain or .gz). ``symbol`` is required unless the file has a symbol column."""
+    try:
+        zone = ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise PgtradeError(f"unknown time zone {tz!r} (use an IANA name such as America/New_York)") from exc
+    p = Path(path)
+    if not p.is_file():
+        raise PgtradeError(f"no such file: {p}")
+    opener = gzip.open if p.suffix == ".gz" else open
+    try:
+        with opener(p, "rt", newline="", encoding="utf-8-sig") as fh:
+            yield from _read(fh, symbol=symbol, interval=interval, zone=zone, name=p.name)
+    except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as exc:
+        raise PgtradeError(f"{p}: not a readable text CSV ({exc})") from exc
+
+
+def read_csv_text(text: str, *, symbol: str | None, interval: str, tz: str = "UTC") -> Iterator[Bar | Unparsed]:
+    yield from _read(io.StringIO(text), symbol=symbol, interval=interval, zone=ZoneInfo(tz), name="<text>")
+
+
+def _read(fh, *, symbol: str | None, interval: str, zone: ZoneInfo, name: str) -> Iterator[Bar | Unparsed]:
+    sample = fh.read(4096)
+    fh.seek(0)
+    try:
+        dialect = csv.Sniffer().sniff(sample, delimiters=",;\t|")
+    except csv.Error:
+        dialect = csv.excel
+    reader = csv.reader(fh, dialect)
+    header = next(reader, None)
+    if not header:
+        raise PgtradeError(f"{name}: empty file")
+    cols = map_header(header)
+    if symbol is None and "symbol" not in cols:
+        raise PgtradeError(f"{name}: no symbol column; pass --symbol")
+    fixed_symbol = symbol.strip().upper() if symbol else None
+    daily = interval == "1d"
+    width = max(cols.values()) + 1
+    for lineno, row in enumerate(reader, start=2):
+        if not row or all(not c.strip() for c in row):
+            continue
+        if fixed_symbol:
+            sym = fixed_symbol
+        else:
+            sym = row[cols["symbol"]].strip().upper() if len(row) > cols["symbol"] else None
+        raw = ",".join(row)[:500]
+        if len(row) < width:
+            yield Unparsed(raw=raw, problem=f"line {lineno}: {len(row)} fields, expected at least {width}",
+                           symbol=sym, interval=interval)
+            continue
+        try:
+            ts = parse_timestamp(row[cols["ts"]], zone)
+        except (ValueError, OverflowError, OSError) as exc:
+            yield Unparsed(raw=raw, problem=f"line {lineno}: {exc}", symbol=sym, interval=interval)
+            continue
+        if daily:
+            ts = daily_stamp(ts, zone)
+        vol = row[cols["volume"]].strip() if "volume" in cols else "0"
+        bar = Bar(symbol=sym, interval=interval, ts=ts, open=row[cols["open"]], high=row[cols["high"]],
+                  low=row[cols["low"]], close=row[cols["close"]], volume=vol or "0")
+        yield bar

@@ -1,0 +1,75 @@
+"""The real OHLCV history bundled under ``data/`` (see data/SOURCES.md), loaded through the ingest path."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from pgtrade.errors import PgtradeError
+from pgtrade.ingest import IngestReport, ingest
+
+from .csv_loader import read_csv
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+
+# Session definitions per asset class: US equities and indexes trade 09:30-16:00 New York time; fx follows the
+# fx week (market.is_trading_time); crypto trades around the clock.
+_SESSIONS = {
+    "stock": ("America/New_York", "09:30", "16:00", False, 1),
+    "etf": ("America/New_York", "09:30", "16:00", False, 1),
+    "index": ("America/New_York", "09:30", "16:00", False, 1),
+    "fx": ("America/New_York", None, None, False, "0.01"),
+    "crypto": ("UTC", None, None, True, "0.00000001"),
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class SampleSeries:
+    symbol: str
+    name: str
+    asset_class: str
+    currency: str
+    exchange: str | None
+    interval: str
+    file: str
+    rows: int
+
+
+def manifest(data_dir: Path = DATA_DIR) -> list[SampleSeries]:
+    path = data_dir / "manifest.json"
+    if not path.is_file():
+        raise PgtradeError(f"sample data manifest not found at {path}")
+    fields = SampleSeries.__dataclass_fields__
+    return [SampleSeries(**{k: v for k, v in entry.items() if k in fields}) for entry in json.loads(path.read_text())]
+
+
+def register_instrument(conn: psycopg.Connection, *, symbol: str, name: str | None, asset_class: str,
+                        currency: str = "USD", exchange: str | None = None) -> None:
+    tz, open_, close, weekends, step = _SESSIONS[asset_class]
+    conn.execute(
+        "SELECT market.upsert_instrument(%s::text, %s::text, %s::text, %s::text, %s::text, %s::numeric, %s::text, "
+        "%s::time, %s::time, %s::boolean)",
+        (symbol, name, asset_class, currency, exchange, step, tz, open_, close, weekends),
+    )
+
+
+def load_sample(conn: psycopg.Connection, *, symbols: list[str] | None = None, data_dir: Path = DATA_DIR,
+                progress=None) -> IngestReport:
+    """Register the sample instruments and load their bars; ``progress(series, report)`` after each file."""
+    report = IngestReport()
+    chosen = [s for s in manifest(data_dir) if not symbols or s.symbol in symbols]
+    if symbols and not chosen:
+        raise PgtradeError(f"no sample series for {', '.join(symbols)} (see data/manifest.json)")
+    for series in chosen:
+        with conn.transaction():
+            register_instrument(conn, symbol=series.symbol, name=series.name, asset_class=series.asset_class,
+                                currency=series.currency, exchange=series.exchange)
+        part = ingest(conn, read_csv(data_dir / series.file, symbol=series.symbol, interval=series.interval),
+                      source=f"sample:{series.file}")
+        report.merge(part)
+        if progress:
+            progress(series, part)
+    return report

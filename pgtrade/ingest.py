@@ -1,0 +1,187 @@
+"""The client side of the one ingest path: every loader and the live feed send bars through ``ingest``.
+
+Rows are COPYed (binary) into the session's ``pg_temp.bars_staging`` and ``market.ingest_staged`` validates,
+records rejects and upserts, all in one transaction. The rules live in SQL; this module only moves rows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from itertools import islice
+
+import psycopg
+
+Number = Decimal | float | int | str
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    """One OHLCV bar, normalized: upper-case symbol, interval code, ``ts`` = bar open as an aware datetime."""
+
+    symbol: str
+    interval: str
+    ts: datetime
+    open: Number
+    high: Number
+    low: Number
+    close: Number
+    volume: Number = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Unparsed:
+    """Input a loader could not turn into a Bar: it is still sent, so the database records it as rejected."""
+
+    raw: str
+    problem: str
+    symbol: str | None = None
+    interval: str | None = None
+
+
+@dataclass(kw_only=True)
+class SymbolCounts:
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+
+    def add(self, other: SymbolCounts) -> None:
+        self.inserted += other.inserted
+        self.updated += other.updated
+        self.unchanged += other.unchanged
+        self.rejected += other.rejected
+
+
+@dataclass(kw_only=True)
+class IngestReport:
+    """What a load did, per symbol (``None`` keys rows with no usable symbol)."""
+
+    per_symbol: dict[str | None, SymbolCounts] = field(default_factory=dict)
+    #: first and last ts of the 1-minute bars sent (what the rollups must be refreshed over), or None
+    minute_span: tuple[datetime, datetime] | None = None
+
+    def merge(self, other: IngestReport) -> None:
+        for sym, counts in other.per_symbol.items():
+            self.per_symbol.setdefault(sym, SymbolCounts()).add(counts)
+        if other.minute_span:
+            lo, hi = other.minute_span
+            if self.minute_span:
+                lo, hi = min(lo, self.minute_span[0]), max(hi, self.minute_span[1])
+            self.minute_span = (lo, hi)
+
+    @property
+    def total(self) -> SymbolCounts:
+        tot = SymbolCounts()
+        for c in self.per_symbol.values():
+            tot.add(c)
+        return tot
+
+    def as_dict(self) -> dict:
+        return {
+            "total": vars(self.total),
+            "symbols": {str(k): vars(v) for k, v in sorted(self.per_symbol.items(), key=lambda kv: str(kv[0]))},
+        }
+
+
+_COPY = (
+    "COPY pg_temp.bars_staging (symbol, interval, ts, open, high, low, close, volume, raw, problem) "
+    "FROM STDIN (FORMAT BINARY)"
+)
+_TYPES = ["text", "text", "timestamptz", "numeric", "numeric", "numeric", "numeric", "numeric", "text", "text"]
+
+
+def _num(v: Number | None) -> Decimal | None:
+    """Exact decimal for numeric columns: floats via repr (shortest round-trip), strings as written."""
+    if v is None:
+        return None
+    if isinstance(v, Decimal):
+        return v
+    if isinstance(v, float):
+        if math.isnan(v):
+            return Decimal("NaN")
+        if math.isinf(v):
+            return Decimal("Infinity") if v > 0 else Decimal("-Infinity")
+        return Decimal(repr(v))
+    return Decimal(v) if isinstance(v, int) else Decimal(str(v).strip())
+
+
+def _row(item: Bar | Unparsed) -> tuple:
+    if isinstance(item, Unparsed):
+        return (item.symbol, item.interval, None, None, None, None, None, None, item.raw, item.problem)
+    ts = item.ts
+    if ts.tzinfo is None:
+        # A naive timestamp is ambiguous; loaders must localize. Treat as an input error, not as UTC.
+        return (item.symbol, item.interval, None, None, None, None, None, None,
+                f"{item.symbol},{item.interval},{ts.isoformat()}", "timestamp has no time zone")
+    try:
+        nums = [_num(x) for x in (item.open, item.high, item.low, item.close, item.volume)]
+    except (ArithmeticError, ValueError) as exc:
+        return (item.symbol, item.interval, ts, None, None, None, None, None,
+                f"{item.open},{item.high},{item.low},{item.close},{item.volume}", f"not a number: {exc}")
+    return (item.symbol, item.interval, ts.astimezone(timezone.utc), *nums, None, None)
+
+
+def ingest(
+    conn: psycopg.Connection,
+    items: Iterable[Bar | Unparsed],
+    *,
+    source: str,
+    auto_register: bool = False,
+    asset_class: str = "stock",
+    batch_size: int = 200_000,
+) -> IngestReport:
+    """Send bars through the ingest path, one transaction per batch; returns per-symbol counts.
+
+    Each batch commits on its own, so a long load that fails part-way keeps what it already committed and can
+    simply be run again (the upsert makes a re-run change nothing).
+    """
+    report = IngestReport()
+    for batch in _batches(items, batch_size):
+        report.merge(ingest_batch(conn, batch, source=source, auto_register=auto_register, asset_class=asset_class))
+    return report
+
+
+def ingest_batch(
+    conn: psycopg.Connection,
+    batch: list[Bar | Unparsed],
+    *,
+    source: str,
+    auto_register: bool = False,
+    asset_class: str = "stock",
+) -> IngestReport:
+    report = IngestReport()
+    minutes = [item.ts for item in batch if isinstance(item, Bar) and item.interval == "1m" and item.ts.tzinfo]
+    if minutes:
+        report.minute_span = (min(minutes), max(minutes))
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute("SELECT market.ingest_begin()")
+        with cur.copy(_COPY) as copy:
+            copy.set_types(_TYPES)
+            for item in batch:
+                copy.write_row(_row(item))
+        cur.execute("SELECT * FROM market.ingest_staged(%s, %s, %s)", (source, auto_register, asset_class))
+        for symbol, ins, upd, unch, rej in cur.fetchall():
+            report.per_symbol[symbol] = SymbolCounts(inserted=ins, updated=upd, unchanged=unch, rejected=rej)
+    return report
+
+
+def refresh_rollups(conn: psycopg.Connection, start: datetime, end: datetime) -> None:
+    """Materialize the continuous aggregates over [start, end) now, e.g. after a 1-minute backfill older than
+    their policies' windows. ``refresh_continuous_aggregate`` refuses a transaction block, so this uses a short
+    autocommit session. The range is widened to whole days so every rollup's buckets are complete."""
+    lo = start.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    hi = end.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    with psycopg.connect(conn.info.dsn, password=conn.info.password, autocommit=True) as ac:
+        for view in ("market.bars_5m", "market.bars_1h", "market.bars_1d"):
+            ac.execute("CALL refresh_continuous_aggregate(%s::regclass, %s::timestamptz, %s::timestamptz)",
+                       (view, lo, hi))
+
+
+def _batches(items: Iterable, size: int) -> Iterator[list]:
+    it = iter(items)
+    while batch := list(islice(it, size)):
+        yield batch

@@ -1,0 +1,155 @@
+"""Apply the database code: numbered migrations once each, then the repeatable files every run.
+
+- ``db/schema/NNNN_name.sql``: applied in order, each once, each in its own transaction, recorded in
+  ``ops.schema_migrations`` with a SHA-256 checksum. An applied file whose checksum changed is an error naming it.
+- Repeatable files (``db/procedures``, ``db/triggers``, ``db/jobs``, ``db/api``): re-applied on every run, all in
+  one transaction, in that order and by file name within each folder. The ``api`` schema is dropped and rebuilt
+  from ``db/api`` each time, so it holds exactly what the files define.
+
+A failing file stops the run with the file name, line and PostgreSQL's message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+
+from .errors import MigrationError
+
+DB_DIR = Path(__file__).resolve().parent.parent / "db"
+REPEATABLE_DIRS = ("procedures", "triggers", "jobs", "api")
+_NUMBERED = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+@dataclass(kw_only=True)
+class MigrationReport:
+    applied: list[str] = field(default_factory=list)
+    already: int = 0
+    repeatable: int = 0
+
+
+def numbered_files(db_dir: Path = DB_DIR) -> list[Path]:
+    files = sorted((db_dir / "schema").glob("*.sql"))
+    bad = [f.name for f in files if not _NUMBERED.match(f.name)]
+    if bad:
+        raise MigrationError(f"migration file names must look like 0001_name.sql: {', '.join(bad)}")
+    versions = [f.name[:4] for f in files]
+    dupes = sorted({v for v in versions if versions.count(v) > 1})
+    if dupes:
+        raise MigrationError(f"two migration files share a number: {', '.join(dupes)}")
+    return files
+
+
+def repeatable_files(db_dir: Path = DB_DIR) -> list[Path]:
+    return [f for d in REPEATABLE_DIRS for f in sorted((db_dir / d).glob("*.sql"))]
+
+
+def checksum(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def migrate(conn: psycopg.Connection, db_dir: Path = DB_DIR) -> MigrationReport:
+    """Bring the database to the code's state. ``conn`` must be in autocommit mode."""
+    if not conn.autocommit:
+        raise MigrationError("migrate needs an autocommit connection (each file runs in its own transaction)")
+    _require_extensions(conn)
+    report = MigrationReport()
+    _ensure_ledger(conn)
+    applied = {row[0]: (row[1], row[2]) for row in conn.execute(
+        "SELECT version, name, checksum FROM ops.schema_migrations")}
+    for path in numbered_files(db_dir):
+        version, digest = path.name[:4], checksum(path)
+        if version in applied:
+            name, old = applied[version]
+            if name != path.name:
+                raise MigrationError(f"migration {version} was applied as {name} but the file is now {path.name}")
+            if old != digest:
+                raise MigrationError(
+                    f"{path.relative_to(db_dir.parent)}: applied migration was edited (checksum {old[:12]} in the "
+                    f"database, {digest[:12]} on disk); add a new numbered file instead of editing an applied one"
+                )
+            report.already += 1
+            continue
+        with conn.transaction():
+            _run_file(conn, path, db_dir)
+            conn.execute(
+                "INSERT INTO ops.schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
+                (version, path.name, digest),
+            )
+        report.applied.append(path.name)
+    files = repeatable_files(db_dir)
+    with conn.transaction():
+        # Function bodies may call functions defined in later files (as pg_dump's output does); views and
+        # the test suite still check every reference.
+        conn.execute("SET LOCAL check_function_bodies = off")
+        conn.execute("DROP SCHEMA IF EXISTS api CASCADE")
+        conn.execute("CREATE SCHEMA api")
+        conn.execute("COMMENT ON SCHEMA api IS 'pgtrade REST API (PostgREST exposes only this schema)'")
+        for path in files:
+            _run_file(conn, path, db_dir)
+        conn.execute("NOTIFY pgrst, 'reload schema'")
+    report.repeatable = len(files)
+    return report
+
+
+def pending(conn: psycopg.Connection, db_dir: Path = DB_DIR) -> list[str]:
+    """Numbered files not applied yet (for status output)."""
+    has_ledger = conn.execute("SELECT to_regclass('ops.schema_migrations')").fetchone()[0]
+    done = set()
+    if has_ledger:
+        done = {r[0] for r in conn.execute("SELECT version FROM ops.schema_migrations")}
+    return [p.name for p in numbered_files(db_dir) if p.name[:4] not in done]
+
+
+def _require_extensions(conn: psycopg.Connection) -> None:
+    row = conn.execute(
+        "SELECT (SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb'),"
+        " current_setting('shared_preload_libraries')"
+    ).fetchone()
+    available, preload = row
+    if available is None:
+        raise MigrationError(
+            "this PostgreSQL server has no TimescaleDB extension; pgtrade stores market data in TimescaleDB "
+            "hypertables (install timescaledb-2-postgresql-15, or run scripts/install-system.sh)"
+        )
+    if "timescaledb" not in preload:
+        raise MigrationError(
+            "TimescaleDB is installed but not preloaded; set shared_preload_libraries = 'timescaledb,pg_cron' "
+            "and restart the server"
+        )
+
+
+def _ensure_ledger(conn: psycopg.Connection) -> None:
+    with conn.transaction():
+        conn.execute("CREATE SCHEMA IF NOT EXISTS ops")
+        conn.execute(
+            """CREATE TABLE IF NOT EXISTS ops.schema_migrations (
+                   version    text PRIMARY KEY,
+                   name       text NOT NULL,
+                   checksum   text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+
+
+def _run_file(conn: psycopg.Connection, path: Path, db_dir: Path) -> None:
+    sql = path.read_text()
+    try:
+        with conn.transaction():  # a savepoint, so the error position refers to this file alone
+            conn.execute(sql, prepare=False)
+    except psycopg.Error as exc:
+        raise MigrationError(_describe(exc, path.relative_to(db_dir.parent), sql)) from exc
+
+
+def _describe(exc: psycopg.Error, name: Path, sql: str) -> str:
+    diag = exc.diag
+    line = None
+    if diag.statement_position:
+        line = sql[: int(diag.statement_position)].count("\n") + 1
+    where = f"{name}:{line}" if line else str(name)
+    msg = diag.message_primary or str(exc).strip()
+    extra = f" ({diag.context.strip().splitlines()[0]})" if diag.context else ""
+    return f"{where}: {diag.sqlstate or ''} {msg}{extra}".replace("  ", " ")

@@ -1,0 +1,94 @@
+"""The migration runner against a real server: from empty, twice, checksum drift, failing files."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from pgtrade.errors import MigrationError
+from pgtrade.migrate import DB_DIR, migrate, numbered_files
+
+
+def _copy_db_dir(tmp_path: Path) -> Path:
+    dst = tmp_path / "db"
+    shutil.copytree(DB_DIR, dst)
+    return dst
+
+
+def test_migrate_from_empty_then_again_changes_nothing(scratch_db):
+    with psycopg.connect(scratch_db, autocommit=True) as conn:
+        first = migrate(conn)
+        assert first.applied == [p.name for p in numbered_files()]
+        objects = conn.execute(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname IN ('market', 'ops', 'api')").fetchone()[0]
+        ledger = conn.execute("SELECT version, checksum, applied_at FROM ops.schema_migrations ORDER BY 1").fetchall()
+        second = migrate(conn)
+        assert second.applied == []
+        assert second.already == len(first.applied)
+        assert conn.execute("SELECT version, checksum, applied_at FROM ops.schema_migrations ORDER BY 1"
+                            ).fetchall() == ledger
+        assert conn.execute(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname IN ('market', 'ops', 'api')").fetchone()[0] == objects
+        # the hypertable and its rollups exist
+        assert conn.execute("SELECT count(*) FROM timescaledb_information.hypertables "
+                            "WHERE hypertable_schema = 'market' AND hypertable_name = 'bars'").fetchone()[0] == 1
+        assert conn.execute("SELECT count(*) FROM timescaledb_information.continuous_aggregates "
+                            "WHERE view_schema = 'market'").fetchone()[0] == 3
+
+
+def test_edited_applied_migration_is_an_error_naming_the_file(scratch_db, tmp_path):
+    db_dir = _copy_db_dir(tmp_path)
+    with psycopg.connect(scratch_db, autocommit=True) as conn:
+        migrate(conn, db_dir)
+        target = db_dir / "schema" / "0002_market_tables.sql"
+        target.write_text(target.read_text() + "\n-- edited\n")
+        with pytest.raises(MigrationError, match=r"db/schema/0002_market_tables.sql: applied migration was edited"):
+            migrate(conn, db_dir)
+
+
+def test_failing_file_reports_file_line_and_message_and_rolls_back(scratch_db, tmp_path):
+    db_dir = _copy_db_dir(tmp_path)
+    (db_dir / "schema" / "9999_broken.sql").write_text(
+        "CREATE TABLE ops.broken_probe (id int);\n\nSELECT no_such_column FROM ops.broken_probe;\n")
+    with psycopg.connect(scratch_db, autocommit=True) as conn:
+        with pytest.raises(MigrationError) as err:
+            migrate(conn, db_dir)
+        assert "db/schema/9999_broken.sql:3:" in str(err.value)
+        assert "no_such_column" in str(err.value)
+        # its own transaction: nothing of the failing file stays, the earlier files do
+        assert conn.execute("SELECT to_regclass('ops.broken_probe')").fetchone()[0] is None
+        assert conn.execute("SELECT count(*) FROM ops.schema_migrations").fetchone()[0] == len(numbered_files())
+
+
+def test_bad_migration_file_name_is_refused(tmp_path):
+    db_dir = _copy_db_dir(tmp_path)
+    (db_dir / "schema" / "12_oops.sql").write_text("SELECT 1;")
+    with pytest.raises(MigrationError, match="0001_name.sql: 12_oops.sql"):
+        numbered_files(db_dir)
+
+
+def test_server_without_timescaledb_gets_one_clear_error_before_anything_is_created(tmp_path):
+    """A real second server that does not load TimescaleDB."""
+    import os
+
+    from pgtrade.cluster import Cluster, free_port
+
+    home = Path("/tmp") / f"pgtrade-nots-{os.getpid()}"
+    cluster = Cluster(home=home, port=free_port(), dbname="nots",
+                      overrides=(("shared_preload_libraries", "'pg_cron'"),))
+    try:
+        cluster.init()
+        cluster.start()
+        cluster.create_database()
+        with psycopg.connect(cluster.url(), autocommit=True) as conn:
+            with pytest.raises(MigrationError, match="TimescaleDB is installed but not preloaded"):
+                migrate(conn)
+            assert conn.execute("SELECT to_regnamespace('market')").fetchone()[0] is None
+            assert conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'").fetchone()[0] == 0
+    finally:
+        cluster.destroy()
