@@ -287,5 +287,8 @@ def _fmt_ts(ts: datetime | None) -> str:
     return ts.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M") if ts else "-"
 
 
+# Command modules register themselves on the groups above (imported last: they import this module).
+from . import cli_feeds  # noqa: E402,F401
+
 if __name__ == "__main__":  # pragma: no cover
     main()
