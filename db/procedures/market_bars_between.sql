@@ -29,48 +29,59 @@ $$;
 COMMENT ON FUNCTION market.resample IS
   'OHLCV bars of symbol resampled from source_interval (default 1m) to target_interval with time_bucket, over [from_ts, to_ts).';
 
-CREATE OR REPLACE FUNCTION market.bars_between(
+-- Coarser bars when none are stored at the asked interval: continuous aggregates for 5m/1h/1d, else resampled.
+CREATE OR REPLACE FUNCTION market.rollup_between(
   symbol text, bar_interval text, from_ts timestamptz, to_ts timestamptz)
 RETURNS SETOF market.ohlcv
 LANGUAGE plpgsql STABLE
 AS $$
 BEGIN
-  PERFORM market.interval_step(bars_between.bar_interval);
-  IF bars_between.from_ts IS NULL OR bars_between.to_ts IS NULL THEN
-    RAISE EXCEPTION 'bars_between needs both ends of the range' USING ERRCODE = '22004';
-  END IF;
-  IF EXISTS (SELECT 1 FROM market.bars b
-             WHERE b.symbol = bars_between.symbol AND b.interval = bars_between.bar_interval
-               AND b.ts >= bars_between.from_ts AND b.ts < bars_between.to_ts) THEN
-    RETURN QUERY
-      SELECT b.symbol, b.interval, b.ts, b.open, b.high, b.low, b.close, b.volume
-      FROM market.bars b
-      WHERE b.symbol = bars_between.symbol AND b.interval = bars_between.bar_interval
-        AND b.ts >= bars_between.from_ts AND b.ts < bars_between.to_ts
-      ORDER BY b.ts;
-  ELSIF bars_between.bar_interval = '5m' THEN
+  IF rollup_between.bar_interval = '5m' THEN
     RETURN QUERY
       SELECT r.symbol, '5m'::text, r.ts, r.open, r.high, r.low, r.close, r.volume FROM market.bars_5m r
-      WHERE r.symbol = bars_between.symbol AND r.ts >= bars_between.from_ts AND r.ts < bars_between.to_ts
+      WHERE r.symbol = rollup_between.symbol AND r.ts >= rollup_between.from_ts AND r.ts < rollup_between.to_ts
       ORDER BY r.ts;
-  ELSIF bars_between.bar_interval = '1h' THEN
+  ELSIF rollup_between.bar_interval = '1h' THEN
     RETURN QUERY
       SELECT r.symbol, '1h'::text, r.ts, r.open, r.high, r.low, r.close, r.volume FROM market.bars_1h r
-      WHERE r.symbol = bars_between.symbol AND r.ts >= bars_between.from_ts AND r.ts < bars_between.to_ts
+      WHERE r.symbol = rollup_between.symbol AND r.ts >= rollup_between.from_ts AND r.ts < rollup_between.to_ts
       ORDER BY r.ts;
-  ELSIF bars_between.bar_interval = '1d' THEN
+  ELSIF rollup_between.bar_interval = '1d' THEN
     RETURN QUERY
       SELECT r.symbol, '1d'::text, r.ts, r.open, r.high, r.low, r.close, r.volume FROM market.bars_1d r
-      WHERE r.symbol = bars_between.symbol AND r.ts >= bars_between.from_ts AND r.ts < bars_between.to_ts
+      WHERE r.symbol = rollup_between.symbol AND r.ts >= rollup_between.from_ts AND r.ts < rollup_between.to_ts
       ORDER BY r.ts;
-  ELSIF bars_between.bar_interval <> '1m' THEN
-    RETURN QUERY SELECT * FROM market.resample(bars_between.symbol, bars_between.bar_interval,
-                                               bars_between.from_ts, bars_between.to_ts);
+  ELSIF rollup_between.bar_interval <> '1m' THEN
+    RETURN QUERY SELECT * FROM market.resample(rollup_between.symbol, rollup_between.bar_interval,
+                                               rollup_between.from_ts, rollup_between.to_ts);
   END IF;
 END
 $$;
+COMMENT ON FUNCTION market.rollup_between IS
+  'Bars over [from_ts, to_ts) rolled up from 1-minute bars: the continuous aggregates for 5m/1h/1d, market.resample for other intervals.';
+
+-- A plain SQL function so the planner inlines it: the stored-bars branch then plans like a direct query on the
+-- hypertable (chunk exclusion, ordered append, no tuplestore), which is the hot path.
+CREATE OR REPLACE FUNCTION market.bars_between(
+  symbol text, bar_interval text, from_ts timestamptz, to_ts timestamptz)
+RETURNS SETOF market.ohlcv
+LANGUAGE sql STABLE
+AS $$
+  (SELECT b.symbol, b.interval, b.ts, b.open, b.high, b.low, b.close, b.volume
+   FROM market.bars b
+   WHERE b.symbol = bars_between.symbol AND b.interval = bars_between.bar_interval
+     AND b.ts >= bars_between.from_ts AND b.ts < bars_between.to_ts
+     AND market.interval_step(bars_between.bar_interval) IS NOT NULL
+   ORDER BY b.ts)
+  UNION ALL
+  (SELECT r.* FROM market.rollup_between(bars_between.symbol, bars_between.bar_interval,
+                                         bars_between.from_ts, bars_between.to_ts) r
+   WHERE NOT EXISTS (SELECT 1 FROM market.bars b
+                     WHERE b.symbol = bars_between.symbol AND b.interval = bars_between.bar_interval
+                       AND b.ts >= bars_between.from_ts AND b.ts < bars_between.to_ts))
+$$;
 COMMENT ON FUNCTION market.bars_between IS
-  'Bars of one symbol and interval over [from_ts, to_ts), oldest first: stored bars of that interval when there are any in the range, else rolled up from 1-minute bars (continuous aggregates for 5m/1h/1d).';
+  'Bars of one symbol and interval over [from_ts, to_ts), oldest first: stored bars of that interval when there are any in the range, else rolled up from 1-minute bars (continuous aggregates for 5m/1h/1d). SQLSTATE 22023 for an unknown interval.';
 
 CREATE OR REPLACE FUNCTION market.missing_bars(
   symbol text, bar_interval text, from_ts timestamptz, to_ts timestamptz)
