@@ -181,8 +181,8 @@ def main() -> None:
                                   s.volume, 'bench'
                            FROM pg_temp.bars_staging s JOIN market.intervals iv ON iv.code = s.interval
                            JOIN market.instruments i ON i.symbol = upper(btrim(s.symbol))
-                           WHERE market.bar_problem(upper(btrim(s.symbol)), iv.step, s.ts, s.open, s.high, s.low,
-                                                    s.close, s.volume) IS NULL
+                           WHERE market.bar_problem(iv.step, s.ts, s.open, s.high, s.low, s.close, s.volume)
+                                 IS NULL
                            ON CONFLICT (symbol, interval, ts) DO UPDATE
                              SET open = excluded.open, high = excluded.high, low = excluded.low,
                                  close = excluded.close, volume = excluded.volume
