@@ -199,6 +199,8 @@ def load_sample_cmd(symbols: str | None, as_json: bool) -> None:
     """Load the real history bundled in data/ (see data/SOURCES.md)."""
     from loaders.sample import load_sample, manifest
 
+    from .ingest import refresh_rollups
+
     chosen = [s.strip().upper() for s in symbols.split(",")] if symbols else None
     series = [s for s in manifest() if not chosen or s.symbol in chosen]
     with connect() as conn:
