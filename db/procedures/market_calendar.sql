@@ -49,3 +49,28 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION market.interval_step IS 'The step of an interval code (1m -> 1 minute); SQLSTATE 22023 for an unknown code.';
+
+-- When a day order placed at `at` expires: the end of the first session that ends after `at` (same weekday rules
+-- as market.is_trading_time; instruments without session hours end their day at midnight in session_tz; the fx
+-- day ends 17:00 America/New_York). Holidays are not modelled.
+CREATE OR REPLACE FUNCTION market.session_end(symbol text, at timestamptz)
+RETURNS timestamptz
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+  SELECT min(e.ends)
+  FROM market.instruments i
+  CROSS JOIN LATERAL (SELECT CASE WHEN i.asset_class = 'fx' AND NOT i.trades_weekends
+                                  THEN 'America/New_York' ELSE i.session_tz END AS tz) z
+  CROSS JOIN LATERAL generate_series(((session_end.at AT TIME ZONE z.tz)::date - 1)::timestamp,
+                                     ((session_end.at AT TIME ZONE z.tz)::date + 8)::timestamp, interval '1 day') g(d)
+  CROSS JOIN LATERAL (SELECT CASE
+                        WHEN i.asset_class = 'fx' AND NOT i.trades_weekends THEN (g.d + time '17:00') AT TIME ZONE z.tz
+                        WHEN i.session_close IS NOT NULL THEN (g.d + i.session_close) AT TIME ZONE z.tz
+                        ELSE (g.d + interval '1 day') AT TIME ZONE z.tz
+                      END AS ends) e
+  WHERE i.symbol = session_end.symbol
+    AND (i.trades_weekends OR extract(isodow FROM g.d) < 6)
+    AND e.ends > session_end.at
+$$;
+COMMENT ON FUNCTION market.session_end IS
+  'End of the first trading session of the instrument ending after `at` (day-order expiry); NULL for an unknown symbol. Holidays are not modelled.';

@@ -1,0 +1,157 @@
+-- The one place that changes positions, cash and realized P&L: trading.apply_fill. Callers hold the account
+-- row lock (SELECT ... FOR UPDATE), so fills of one account are serialized.
+
+-- Close an open order as cancelled or expired (no lock on the account needed: no cash moves).
+CREATE OR REPLACE FUNCTION trading.end_order(order_id bigint, status text, reason text)
+RETURNS trading.orders
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  _o trading.orders;
+  _now timestamptz;
+BEGIN
+  SELECT * INTO _o FROM trading.orders o WHERE o.id = end_order.order_id FOR UPDATE;
+  IF _o.status NOT IN ('new', 'accepted', 'partially_filled') THEN
+    RETURN _o;
+  END IF;
+  _now := trading.account_now(_o.account_id);
+  UPDATE trading.orders o
+     SET status = end_order.status, status_reason = end_order.reason, updated_at = _now, closed_at = _now
+   WHERE o.id = _o.id
+  RETURNING * INTO _o;
+  PERFORM trading.emit(_o.account_id, CASE end_order.status WHEN 'expired' THEN 'order_expired' ELSE 'order_cancelled' END,
+                       _o.id, _now, jsonb_build_object('reason', end_order.reason, 'filled_qty', _o.filled_qty));
+  RETURN _o;
+END
+$$;
+COMMENT ON FUNCTION trading.end_order IS
+  'Internal: mark an open order cancelled or expired with a reason and emit the event; a final order is returned unchanged.';
+
+CREATE OR REPLACE FUNCTION trading.apply_fill(
+  order_id bigint, qty numeric, price numeric, ref_price numeric, mark_price numeric,
+  bar_ts timestamptz DEFAULT NULL)
+RETURNS trading.fills
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  _o trading.orders;
+  _a trading.accounts;
+  _now timestamptz;
+  _d numeric;
+  _pq numeric := 0;
+  _pb numeric := 0;
+  _step record;
+  _comm numeric;
+  _fill trading.fills;
+  _cash numeric;
+  _child record;
+BEGIN
+  SELECT * INTO _o FROM trading.orders o WHERE o.id = apply_fill.order_id FOR UPDATE;
+  SELECT * INTO _a FROM trading.accounts a WHERE a.id = _o.account_id;
+  _now := trading.account_now(_a.id);
+  _d := CASE _o.side WHEN 'buy' THEN apply_fill.qty ELSE -apply_fill.qty END;
+  _comm := trading.commission(_a.commission_rate, _a.commission_min, apply_fill.qty * apply_fill.price,
+                              _o.filled_qty = 0);
+
+  SELECT p.qty, p.cost_basis INTO _pq, _pb
+  FROM trading.positions p WHERE p.account_id = _a.id AND p.symbol = _o.symbol FOR UPDATE;
+  _pq := coalesce(_pq, 0);
+  _pb := coalesce(_pb, 0);
+  _step := trading.pnl_step(_pq, _pb, _d, apply_fill.price);
+
+  INSERT INTO trading.fills (order_id, account_id, symbol, side, qty, price, ref_price, commission, slippage,
+                             realized_pnl, bar_ts, ts)
+  VALUES (_o.id, _a.id, _o.symbol, _o.side, apply_fill.qty, apply_fill.price, apply_fill.ref_price, _comm,
+          abs(apply_fill.price - apply_fill.ref_price) * apply_fill.qty, _step.realized, apply_fill.bar_ts, _now)
+  RETURNING * INTO _fill;
+
+  INSERT INTO trading.positions AS p (account_id, symbol, allow_short, qty, cost_basis, realized_pnl, commissions,
+                                      last_price, last_price_at, opened_at, updated_at, closed_at)
+  VALUES (_a.id, _o.symbol, _a.allow_short, _step.new_qty, _step.new_cost_basis, _step.realized, _comm,
+          apply_fill.mark_price, _now, _now, _now, CASE WHEN _step.new_qty = 0 THEN _now END)
+  ON CONFLICT (account_id, symbol) DO UPDATE
+    SET qty = excluded.qty, cost_basis = excluded.cost_basis,
+        realized_pnl = p.realized_pnl + excluded.realized_pnl, commissions = p.commissions + excluded.commissions,
+        last_price = excluded.last_price, last_price_at = excluded.last_price_at,
+        opened_at = CASE WHEN excluded.qty <> 0 AND (p.qty = 0 OR sign(p.qty) <> sign(excluded.qty)) THEN excluded.opened_at ELSE p.opened_at END,
+        updated_at = excluded.updated_at,
+        closed_at = excluded.closed_at;
+  INSERT INTO trading.position_history (account_id, symbol, fill_id, ts, qty, cost_basis, realized_pnl)
+  SELECT p.account_id, p.symbol, _fill.id, _now, p.qty, p.cost_basis, p.realized_pnl
+  FROM trading.positions p WHERE p.account_id = _a.id AND p.symbol = _o.symbol;
+
+  UPDATE trading.accounts a
+     SET cash = a.cash - _d * apply_fill.price - _comm,
+         realized_pnl = a.realized_pnl + _step.realized,
+         commissions = a.commissions + _comm
+   WHERE a.id = _a.id
+  RETURNING a.cash INTO _cash;
+  INSERT INTO trading.cash_ledger (account_id, ts, cause, amount, balance, fill_id, order_id)
+  SELECT _a.id, _now, v.cause, v.amount, v.balance, _fill.id, _o.id
+  FROM (VALUES (_o.side, -_d * apply_fill.price, _cash + _comm, 1),
+               ('commission', -_comm, _cash, 2)) v(cause, amount, balance, n)
+  WHERE v.amount <> 0 OR v.n = 1
+  ORDER BY v.n;
+
+  UPDATE trading.orders o
+     SET filled_qty = o.filled_qty + apply_fill.qty,
+         avg_fill_price = round((coalesce(o.avg_fill_price, 0) * o.filled_qty + apply_fill.qty * apply_fill.price)
+                                / (o.filled_qty + apply_fill.qty), 10),
+         status = CASE WHEN o.filled_qty + apply_fill.qty = o.qty THEN 'filled' ELSE 'partially_filled' END,
+         closed_at = CASE WHEN o.filled_qty + apply_fill.qty = o.qty THEN _now END,
+         last_bar_ts = coalesce(apply_fill.bar_ts, o.last_bar_ts),
+         updated_at = _now
+   WHERE o.id = _o.id;
+  PERFORM trading.emit(_a.id, 'fill', _o.id, _now, jsonb_build_object(
+    'fill_id', _fill.id, 'symbol', _o.symbol, 'side', _o.side, 'qty', apply_fill.qty, 'price', apply_fill.price,
+    'source', _o.source, 'position', _step.new_qty));
+
+  -- Brackets: the entry's fills create (then grow) its stop-loss / take-profit children.
+  IF _o.stop_loss IS NOT NULL OR _o.take_profit IS NOT NULL THEN
+    UPDATE trading.orders c SET qty = c.qty + apply_fill.qty, updated_at = _now
+     WHERE c.parent_id = _o.id AND c.status IN ('accepted', 'partially_filled');
+    IF NOT FOUND AND _o.filled_qty = 0 THEN
+      FOR _child IN
+        INSERT INTO trading.orders (account_id, symbol, side, type, qty, limit_price, stop_price, tif, status, source,
+                                    parent_id, est_price, accepted_at, created_at, updated_at)
+        SELECT _a.id, _o.symbol, CASE _o.side WHEN 'buy' THEN 'sell' ELSE 'buy' END, k.type, apply_fill.qty,
+               k.lim, k.stp, 'gtc', 'accepted', k.source, _o.id, coalesce(k.lim, k.stp), _now, _now, _now
+        FROM (VALUES ('stop_loss', 'stop', NULL::numeric, _o.stop_loss),
+                     ('take_profit', 'limit', _o.take_profit, NULL::numeric)) k(source, type, lim, stp)
+        WHERE coalesce(k.lim, k.stp) IS NOT NULL
+        RETURNING id, source
+      LOOP
+        PERFORM trading.emit(_a.id, 'order_accepted', _child.id, _now,
+                             jsonb_build_object('source', _child.source, 'parent_id', _o.id));
+      END LOOP;
+    END IF;
+  END IF;
+
+  IF _o.source IN ('stop_loss', 'take_profit') AND _o.parent_id IS NOT NULL THEN
+    -- OCO: the sibling shrinks by what this child filled; nothing left means cancelled.
+    FOR _child IN
+      SELECT c.id, c.qty, c.filled_qty FROM trading.orders c
+      WHERE c.parent_id = _o.parent_id AND c.id <> _o.id AND c.status IN ('accepted', 'partially_filled')
+      FOR UPDATE
+    LOOP
+      IF _child.qty - apply_fill.qty <= _child.filled_qty THEN
+        PERFORM trading.end_order(_child.id, 'cancelled', 'oco: the other bracket order filled');
+      ELSE
+        UPDATE trading.orders c SET qty = c.qty - apply_fill.qty, updated_at = _now WHERE c.id = _child.id;
+      END IF;
+    END LOOP;
+  ELSIF _pq <> 0 AND sign(_pq) <> sign(_d) THEN
+    -- Reducing a position by hand cancels the bracket orders protecting it.
+    FOR _child IN
+      SELECT c.id FROM trading.orders c
+      WHERE c.account_id = _a.id AND c.symbol = _o.symbol AND c.side = _o.side
+        AND c.source IN ('stop_loss', 'take_profit') AND c.status IN ('accepted', 'partially_filled')
+    LOOP
+      PERFORM trading.end_order(_child.id, 'cancelled', 'position reduced by order ' || _o.id);
+    END LOOP;
+  END IF;
+  RETURN _fill;
+END
+$$;
+COMMENT ON FUNCTION trading.apply_fill IS
+  'Internal, the one place positions change: record a fill of an order (caller holds the account lock) and apply it to the position (trading.pnl_step), cash, realized P&L, commissions, cash ledger, order status and brackets (children on entry fills, OCO, manual reduction cancels children).';

@@ -1,0 +1,60 @@
+-- Manual-clock accounts (backtests, replays) move in time only through trading.advance_clock: it walks the bars
+-- that close in (clock, upto] in time order, setting the clock to each close time, expiring day orders, matching
+-- resting orders with the same trading.match_orders the live triggers use, and marking positions to market.
+CREATE OR REPLACE FUNCTION trading.advance_clock(account_id bigint, upto timestamptz)
+RETURNS integer
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  _a trading.accounts;
+  _syms text[];
+  _maxstep interval;
+  _t timestamptz;
+  _bars market.ohlcv[];
+  _fills integer := 0;
+BEGIN
+  SELECT * INTO _a FROM trading.accounts a WHERE a.id = advance_clock.account_id FOR UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'unknown account %', advance_clock.account_id USING ERRCODE = 'TR013',
+      HINT = 'pass the id of an existing trading account';
+  END IF;
+  IF _a.clock_mode <> 'manual' THEN
+    RAISE EXCEPTION 'account % runs on the wall clock', _a.id USING ERRCODE = 'TR017',
+      HINT = 'only manual-clock (backtest) accounts are advanced explicitly';
+  END IF;
+  IF advance_clock.upto IS NULL OR advance_clock.upto < _a.clock_ts THEN
+    RAISE EXCEPTION 'cannot move the clock of account % back from % to %', _a.id, _a.clock_ts, advance_clock.upto
+      USING ERRCODE = 'TR017', HINT = 'the clock only moves forward';
+  END IF;
+  SELECT max(iv.step) INTO _maxstep FROM market.intervals iv;
+  SELECT array_agg(DISTINCT s.symbol) INTO _syms FROM (
+    SELECT o.symbol FROM trading.orders o WHERE o.account_id = _a.id AND o.status IN ('accepted', 'partially_filled')
+    UNION SELECT p.symbol FROM trading.positions p WHERE p.account_id = _a.id AND p.qty <> 0) s;
+
+  IF _syms IS NOT NULL THEN
+    FOR _t IN
+      SELECT DISTINCT b.ts + iv.step
+      FROM market.bars b JOIN market.intervals iv ON iv.code = b.interval
+      WHERE b.symbol = ANY (_syms) AND (_a.match_interval IS NULL OR b.interval = _a.match_interval)
+        AND b.ts > _a.clock_ts - _maxstep AND b.ts < advance_clock.upto
+        AND b.ts + iv.step > _a.clock_ts AND b.ts + iv.step <= advance_clock.upto
+      ORDER BY 1
+    LOOP
+      UPDATE trading.accounts a SET clock_ts = _t WHERE a.id = _a.id;
+      PERFORM trading.expire_orders(_a.id);
+      SELECT array_agg(ROW(b.symbol, b.interval, b.ts, b.open, b.high, b.low, b.close, b.volume)::market.ohlcv)
+        INTO _bars
+      FROM market.bars b JOIN market.intervals iv ON iv.code = b.interval
+      WHERE b.symbol = ANY (_syms) AND (_a.match_interval IS NULL OR b.interval = _a.match_interval)
+        AND b.ts >= _t - _maxstep AND b.ts < _t AND b.ts + iv.step = _t;
+      _fills := _fills + trading.match_orders(_bars, _a.id);
+      PERFORM trading.mark_positions(_bars, _a.id);
+    END LOOP;
+  END IF;
+  UPDATE trading.accounts a SET clock_ts = advance_clock.upto WHERE a.id = _a.id;
+  PERFORM trading.expire_orders(_a.id);
+  RETURN _fills;
+END
+$$;
+COMMENT ON FUNCTION trading.advance_clock IS
+  'Move a manual-clock account''s clock forward to upto, bar close by bar close: expire day orders, fill resting orders (trading.match_orders), mark positions. Returns the number of fills. TR017 for a wall-clock account or a backwards move.';

@@ -1,0 +1,145 @@
+-- Resting orders (limit, stop, stop_limit, bracket children) against bars: the same code for live accounts
+-- (the bar triggers) and backtest accounts (trading.advance_clock).
+
+CREATE OR REPLACE FUNCTION trading.execute_bar_event(e trading.bar_event)
+RETURNS boolean
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  _o trading.orders;
+  _a trading.accounts;
+  _now timestamptz;
+  _qty numeric;
+  _pos numeric;
+BEGIN
+  SELECT * INTO _o FROM trading.orders o WHERE o.id = e.order_id FOR UPDATE;
+  IF _o.status NOT IN ('accepted', 'partially_filled') OR _o.last_bar_ts >= e.bar_ts THEN
+    RETURN false;  -- cancelled by an earlier event of this batch (OCO), or this bar already acted
+  END IF;
+  SELECT * INTO _a FROM trading.accounts a WHERE a.id = _o.account_id;  -- locked by the caller
+  _now := trading.account_now(_a.id);
+  IF e.triggers AND NOT _o.triggered THEN
+    UPDATE trading.orders o SET triggered = true, triggered_at = _now, last_bar_ts = e.bar_ts, updated_at = _now
+     WHERE o.id = _o.id;
+    PERFORM trading.emit(_a.id, 'stop_triggered', _o.id, _now, jsonb_build_object(
+      'symbol', _o.symbol, 'stop_price', _o.stop_price, 'bar_ts', e.bar_ts, 'source', _o.source));
+  ELSE
+    UPDATE trading.orders o SET last_bar_ts = e.bar_ts WHERE o.id = _o.id;
+  END IF;
+  IF coalesce(e.fill_qty, 0) <= 0 THEN
+    RETURN false;
+  END IF;
+
+  -- Fill-time guards: the pre-trade checks were estimates; the account must still afford the fill.
+  _qty := e.fill_qty;
+  IF _o.side = 'buy' AND _a.max_gross_leverage <= 1
+     AND _qty * e.price + trading.commission(_a.commission_rate, _a.commission_min, _qty * e.price, _o.filled_qty = 0) > _a.cash THEN
+    PERFORM trading.end_order(_o.id, 'cancelled', 'insufficient cash at fill time (TR001)');
+    RETURN false;
+  END IF;
+  IF _o.side = 'sell' AND NOT _a.allow_short THEN
+    SELECT p.qty INTO _pos FROM trading.positions p WHERE p.account_id = _a.id AND p.symbol = _o.symbol;
+    IF coalesce(_pos, 0) <= 0 THEN
+      PERFORM trading.end_order(_o.id, 'cancelled', 'no position left to sell at fill time (TR002)');
+      RETURN false;
+    END IF;
+    _qty := least(_qty, _pos);
+  END IF;
+  PERFORM trading.apply_fill(_o.id, _qty, e.price, e.ref_price, e.close, e.bar_ts);
+  IF _qty < e.fill_qty THEN
+    PERFORM trading.end_order(_o.id, 'cancelled', 'position exhausted: filled only what was held (TR002)');
+  END IF;
+  RETURN true;
+END
+$$;
+COMMENT ON FUNCTION trading.execute_bar_event IS
+  'Internal: apply one bar event to an order (stop trigger, then the fill through trading.apply_fill after the fill-time cash and position guards). The caller holds the account lock.';
+
+CREATE OR REPLACE FUNCTION trading.match_orders(bars market.ohlcv[], account_id bigint DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  _events trading.bar_event[];
+  _e trading.bar_event;
+  _fills integer := 0;
+BEGIN
+  IF match_orders.bars IS NULL OR cardinality(match_orders.bars) = 0 THEN
+    RETURN 0;
+  END IF;
+  -- Each round takes, for every open order, the first bar (in time) that triggers or fills it, and applies them
+  -- in bar order. An order acted on moves its last_bar_ts, so the next round looks at later bars only
+  -- (partial fills, triggered stop-limits, bracket children created by this round's fills).
+  LOOP
+    WITH b AS (
+      SELECT x.symbol, x.interval, x.ts, x.open, x.high, x.low, x.close, x.volume, iv.step
+      FROM unnest(match_orders.bars) x JOIN market.intervals iv ON iv.code = x.interval
+    ), ext AS (
+      SELECT b.symbol, min(b.low) AS lo, max(b.high) AS hi FROM b GROUP BY b.symbol
+    ), cand AS (
+      SELECT o.id, o.account_id, o.symbol, o.type, o.side, o.limit_price, o.stop_price, o.triggered,
+             o.qty - o.filled_qty AS remaining, o.accepted_at, o.last_bar_ts,
+             a.slippage_bps, a.volume_cap_pct, a.match_interval, i.qty_step
+      FROM ext
+      JOIN trading.orders o ON o.symbol = ext.symbol AND o.status IN ('accepted', 'partially_filled')
+      JOIN trading.accounts a ON a.id = o.account_id
+      JOIN market.instruments i ON i.symbol = o.symbol
+      WHERE CASE WHEN match_orders.account_id IS NULL THEN a.kind = 'live' ELSE a.id = match_orders.account_id END
+        AND o.type <> 'market'
+        AND (o.type = 'stop' AND o.triggered
+             OR CASE WHEN o.type = 'limit' OR (o.type = 'stop_limit' AND o.triggered)
+                     THEN CASE o.side WHEN 'buy' THEN ext.lo <= o.limit_price ELSE ext.hi >= o.limit_price END
+                     ELSE CASE o.side WHEN 'buy' THEN ext.hi >= o.stop_price ELSE ext.lo <= o.stop_price END
+                END)
+    ), firsts AS (
+      SELECT DISTINCT ON (c.id)
+             ROW(c.id, c.account_id, b.ts, b.step, b.close, f.triggers, f.fill_qty, f.price, f.ref_price)::trading.bar_event AS ev
+      FROM cand c
+      JOIN b ON b.symbol = c.symbol AND b.ts >= c.accepted_at AND b.ts > coalesce(c.last_bar_ts, '-infinity')
+            AND (c.match_interval IS NULL OR b.interval = c.match_interval)
+      CROSS JOIN LATERAL trading.fill_rule(c.type, c.side, c.limit_price, c.stop_price, c.triggered, c.remaining,
+                                           c.qty_step, c.slippage_bps, c.volume_cap_pct,
+                                           b.open, b.high, b.low, b.volume) f
+      WHERE f.triggers OR f.fill_qty > 0
+      ORDER BY c.id, b.ts, b.step
+    )
+    SELECT array_agg(firsts.ev ORDER BY (firsts.ev).bar_ts, (firsts.ev).step, (firsts.ev).order_id)
+      INTO _events FROM firsts;
+    EXIT WHEN _events IS NULL;
+    -- Lock every account involved, in id order (no deadlock between concurrent ingests).
+    PERFORM 1 FROM trading.accounts a
+    WHERE a.id IN (SELECT DISTINCT x.account_id FROM unnest(_events) x) ORDER BY a.id FOR UPDATE;
+    FOREACH _e IN ARRAY _events LOOP
+      IF trading.execute_bar_event(_e) THEN
+        _fills := _fills + 1;
+      END IF;
+    END LOOP;
+  END LOOP;
+  RETURN _fills;
+END
+$$;
+COMMENT ON FUNCTION trading.match_orders IS
+  'Match resting orders against a set of bars: of live accounts (account_id NULL) or of one account. A bar acts on an order only if it opens at or after the order''s acceptance (no look-ahead) and after the last bar that acted on it. Returns the number of fills.';
+
+-- Mark positions to the latest of these bars (by close time), never backwards.
+CREATE OR REPLACE FUNCTION trading.mark_positions(bars market.ohlcv[], account_id bigint DEFAULT NULL)
+RETURNS integer
+LANGUAGE sql
+AS $$
+  WITH latest AS (
+    SELECT DISTINCT ON (x.symbol) x.symbol, x.close, x.ts + iv.step AS close_at
+    FROM unnest(mark_positions.bars) x JOIN market.intervals iv ON iv.code = x.interval
+    ORDER BY x.symbol, x.ts + iv.step DESC, iv.step
+  ), upd AS (
+    UPDATE trading.positions p
+       SET last_price = l.close, last_price_at = l.close_at
+      FROM latest l, trading.accounts a
+     WHERE p.symbol = l.symbol AND a.id = p.account_id AND p.qty <> 0
+       AND CASE WHEN mark_positions.account_id IS NULL THEN a.kind = 'live' ELSE a.id = mark_positions.account_id END
+       AND (p.last_price_at IS NULL OR p.last_price_at <= l.close_at)
+    RETURNING 1
+  )
+  SELECT count(*)::int FROM upd
+$$;
+COMMENT ON FUNCTION trading.mark_positions IS
+  'Mark open positions (of live accounts, or of one account) to the close of the latest of the given bars per symbol.';

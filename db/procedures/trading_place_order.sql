@@ -1,0 +1,251 @@
+-- trading.place_order: validate, run the pre-trade risk checks under the account row lock, record the order
+-- (accepted or rejected, never raised: a raise would roll the record back), fill market orders at once.
+
+CREATE OR REPLACE FUNCTION trading.place_order(
+  account_id bigint, symbol text, side text, qty numeric, type text DEFAULT 'market',
+  limit_price numeric DEFAULT NULL, stop_price numeric DEFAULT NULL, tif text DEFAULT 'day',
+  client_order_id text DEFAULT NULL, stop_loss numeric DEFAULT NULL, take_profit numeric DEFAULT NULL,
+  source text DEFAULT 'manual')
+RETURNS trading.orders
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  _a trading.accounts;
+  _o trading.orders;
+  _now timestamptz;
+  _sym text := upper(btrim(place_order.symbol));
+  _side text := lower(btrim(place_order.side));
+  _type text := lower(btrim(coalesce(place_order.type, 'market')));
+  _tif text := lower(btrim(coalesce(place_order.tif, 'day')));
+  _source text := lower(btrim(coalesce(place_order.source, 'manual')));
+  _inst market.instruments;
+  _code text;
+  _reason text;
+  _last numeric;
+  _last_at timestamptz;
+  _est numeric;
+  _value numeric;
+  _pos_qty numeric := 0;
+  _reserved_cash numeric := 0;
+  _reserved_sell numeric := 0;
+  _pv numeric;
+  _other_gross numeric;
+  _result_qty numeric;
+  _diff text;
+BEGIN
+  SELECT * INTO _a FROM trading.accounts a WHERE a.id = place_order.account_id FOR UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'unknown account %', coalesce(place_order.account_id::text, 'NULL') USING ERRCODE = 'TR013',
+      DETAIL = 'no order was recorded', HINT = 'pass the id of an existing trading account';
+  END IF;
+  _now := trading.account_now(_a.id);
+
+  -- Idempotency: the same client_order_id returns the same order; different parameters are an error.
+  IF place_order.client_order_id IS NOT NULL THEN
+    SELECT * INTO _o FROM trading.orders o
+    WHERE o.account_id = _a.id AND o.client_order_id = place_order.client_order_id;
+    IF FOUND THEN
+      SELECT string_agg(f.name, ', ') INTO _diff
+      FROM (VALUES ('symbol', _o.symbol IS DISTINCT FROM _sym),
+                   ('side', _o.side IS DISTINCT FROM _side),
+                   ('qty', _o.qty IS DISTINCT FROM place_order.qty),
+                   ('type', _o.type IS DISTINCT FROM _type),
+                   ('limit_price', _o.limit_price IS DISTINCT FROM place_order.limit_price),
+                   ('stop_price', _o.stop_price IS DISTINCT FROM place_order.stop_price),
+                   ('tif', _o.tif IS DISTINCT FROM _tif),
+                   ('stop_loss', _o.stop_loss IS DISTINCT FROM place_order.stop_loss),
+                   ('take_profit', _o.take_profit IS DISTINCT FROM place_order.take_profit),
+                   ('source', _o.source IS DISTINCT FROM _source)) f(name, differs)
+      WHERE f.differs;
+      IF _diff IS NOT NULL THEN
+        RAISE EXCEPTION 'client_order_id % was already used for a different order', quote_literal(place_order.client_order_id)
+          USING ERRCODE = 'TR012',
+                DETAIL = format('order %s has different %s', _o.id, _diff),
+                HINT = 'use a new client_order_id for a new order, or resend the original parameters to get the original order';
+      END IF;
+      RETURN _o;
+    END IF;
+  END IF;
+
+  -- Malformed requests (recorded as rejected, TR010)
+  IF _side IS NULL OR _side NOT IN ('buy', 'sell') THEN
+    _code := 'TR010'; _reason := 'side must be buy or sell';
+  ELSIF _type NOT IN ('market', 'limit', 'stop', 'stop_limit') THEN
+    _code := 'TR010'; _reason := 'type must be market, limit, stop or stop_limit';
+  ELSIF _tif NOT IN ('day', 'gtc') THEN
+    _code := 'TR010'; _reason := 'time in force must be day or gtc';
+  ELSIF _source NOT IN ('manual', 'signal', 'strategy') THEN
+    _code := 'TR010'; _reason := 'source must be manual, signal or strategy';
+  ELSIF NOT coalesce(place_order.qty > 0 AND place_order.qty < 'Infinity', false) THEN
+    _code := 'TR010'; _reason := 'quantity must be a positive finite number';
+  ELSIF _type IN ('limit', 'stop_limit') AND NOT coalesce(place_order.limit_price > 0 AND place_order.limit_price < 'Infinity', false) THEN
+    _code := 'TR010'; _reason := _type || ' order needs a positive limit price';
+  ELSIF _type IN ('stop', 'stop_limit') AND NOT coalesce(place_order.stop_price > 0 AND place_order.stop_price < 'Infinity', false) THEN
+    _code := 'TR010'; _reason := _type || ' order needs a positive stop price';
+  ELSIF _type IN ('market', 'stop') AND place_order.limit_price IS NOT NULL THEN
+    _code := 'TR010'; _reason := 'a limit price is only for limit and stop_limit orders';
+  ELSIF _type IN ('market', 'limit') AND place_order.stop_price IS NOT NULL THEN
+    _code := 'TR010'; _reason := 'a stop price is only for stop and stop_limit orders';
+  ELSIF NOT coalesce(place_order.stop_loss > 0 AND place_order.stop_loss < 'Infinity', true)
+        OR NOT coalesce(place_order.take_profit > 0 AND place_order.take_profit < 'Infinity', true) THEN
+    _code := 'TR010'; _reason := 'stop-loss and take-profit levels must be positive';
+  END IF;
+
+  IF _code IS NULL THEN
+    SELECT * INTO _inst FROM market.instruments i WHERE i.symbol = _sym;
+    IF NOT FOUND THEN
+      _code := 'TR009'; _reason := format('unknown symbol %s', coalesce(_sym, 'NULL'));
+    ELSIF NOT _inst.active THEN
+      _code := 'TR006'; _reason := format('symbol %s is not active', _sym);
+    ELSIF _a.paused THEN
+      _code := 'TR007'; _reason := 'trading is paused on this account';
+    ELSIF place_order.qty % _inst.qty_step <> 0 THEN
+      _code := 'TR011'; _reason := format('quantity %s is not a multiple of the quantity step %s', place_order.qty, _inst.qty_step);
+    END IF;
+  END IF;
+
+  IF _code IS NULL THEN
+    IF _type = 'market' THEN
+      SELECT p.price, p.as_of INTO _last, _last_at FROM market.price_at(_sym, _now) p;
+      IF _last IS NULL THEN
+        _code := 'TR008'; _reason := format('no price for %s at %s', _sym, _now);
+      ELSIF _a.max_price_age IS NOT NULL AND _now - _last_at > _a.max_price_age THEN
+        _code := 'TR008'; _reason := format('last price of %s is from %s, older than %s', _sym, _last_at, _a.max_price_age);
+      ELSE
+        _est := (trading.fill_rule('market', _side, NULL, NULL, false, place_order.qty, _inst.qty_step,
+                                   _a.slippage_bps, NULL, _last, _last, _last, 0)).price;
+      END IF;
+    ELSIF _type = 'stop' THEN
+      _est := round(place_order.stop_price * (1 + CASE _side WHEN 'buy' THEN 1 ELSE -1 END * _a.slippage_bps / 10000), 8);
+    ELSE
+      _est := place_order.limit_price;
+    END IF;
+  END IF;
+
+  IF _code IS NULL AND (place_order.stop_loss IS NOT NULL OR place_order.take_profit IS NOT NULL) THEN
+    IF (_side = 'buy' AND NOT (coalesce(place_order.stop_loss < _est, true) AND coalesce(place_order.take_profit > _est, true)))
+       OR (_side = 'sell' AND NOT (coalesce(place_order.stop_loss > _est, true) AND coalesce(place_order.take_profit < _est, true))) THEN
+      _code := 'TR010';
+      _reason := format('bracket levels must lie on either side of the entry price %s (a buy: stop-loss below, take-profit above)', _est);
+    END IF;
+  END IF;
+
+  -- Pre-trade risk checks
+  IF _code IS NULL THEN
+    _value := place_order.qty * _est;
+    SELECT coalesce(p.qty, 0) INTO _pos_qty FROM trading.positions p WHERE p.account_id = _a.id AND p.symbol = _sym;
+    _pos_qty := coalesce(_pos_qty, 0);
+    SELECT coalesce(sum((o.qty - o.filled_qty) * o.est_price
+                        + trading.commission(_a.commission_rate, _a.commission_min, (o.qty - o.filled_qty) * o.est_price, o.filled_qty = 0))
+                    FILTER (WHERE o.side = 'buy'), 0),
+           coalesce(sum(o.qty - o.filled_qty) FILTER (WHERE o.side = 'sell' AND o.symbol = _sym
+                                                      AND o.source NOT IN ('stop_loss', 'take_profit')), 0)
+      INTO _reserved_cash, _reserved_sell
+    FROM trading.orders o
+    WHERE o.account_id = _a.id AND o.status IN ('accepted', 'partially_filled');
+    _result_qty := _pos_qty + CASE _side WHEN 'buy' THEN place_order.qty ELSE -place_order.qty END;
+
+    IF _a.max_order_value IS NOT NULL AND _value > _a.max_order_value THEN
+      _code := 'TR005'; _reason := format('order value %s exceeds the limit %s', round(_value, 2), _a.max_order_value);
+    ELSIF _side = 'buy' AND _a.max_gross_leverage <= 1
+          AND _value + trading.commission(_a.commission_rate, _a.commission_min, _value, true) > _a.cash - _reserved_cash THEN
+      _code := 'TR001';
+      _reason := format('insufficient cash: order needs %s including commission, available %s (cash %s less %s reserved by open buy orders)',
+                        round(_value + trading.commission(_a.commission_rate, _a.commission_min, _value, true), 2),
+                        round(_a.cash - _reserved_cash, 2), round(_a.cash, 2), round(_reserved_cash, 2));
+    ELSIF _side = 'sell' AND NOT _a.allow_short AND place_order.qty > _pos_qty - _reserved_sell THEN
+      _code := 'TR002';
+      _reason := format('insufficient position: selling %s, holding %s of which %s are in open sell orders; shorting is not allowed',
+                        place_order.qty, _pos_qty, _reserved_sell);
+    ELSIF abs(_result_qty) > abs(_pos_qty) THEN
+      SELECT _a.cash + coalesce(sum(p.qty * coalesce(p.last_price, p.cost_basis / nullif(p.qty, 0), 0)), 0),
+             coalesce(sum(abs(p.qty * coalesce(p.last_price, 0))) FILTER (WHERE p.symbol <> _sym), 0)
+        INTO _pv, _other_gross
+      FROM trading.positions p WHERE p.account_id = _a.id AND p.qty <> 0;
+      IF abs(_result_qty) * _est > _a.max_position_pct / 100 * _pv THEN
+        _code := 'TR003';
+        _reason := format('resulting position %s x %s = %s exceeds %s%% of portfolio value %s',
+                          _result_qty, _est, round(abs(_result_qty) * _est, 2), _a.max_position_pct, round(_pv, 2));
+      ELSIF _other_gross + abs(_result_qty) * _est > _a.max_gross_leverage * _pv THEN
+        _code := 'TR004';
+        _reason := format('gross exposure %s would exceed %s x portfolio value %s',
+                          round(_other_gross + abs(_result_qty) * _est, 2), _a.max_gross_leverage, round(_pv, 2));
+      END IF;
+    END IF;
+  END IF;
+
+  INSERT INTO trading.orders AS o (account_id, client_order_id, symbol, side, type, qty, limit_price, stop_price, tif,
+                                   status, reject_code, reject_reason, source, stop_loss, take_profit, est_price,
+                                   accepted_at, expires_at, created_at, updated_at, closed_at)
+  VALUES (_a.id, place_order.client_order_id, coalesce(_sym, place_order.symbol), coalesce(_side, place_order.side),
+          _type, place_order.qty, place_order.limit_price, place_order.stop_price, _tif,
+          CASE WHEN _code IS NULL THEN 'accepted' ELSE 'rejected' END, _code, _reason, _source,
+          place_order.stop_loss, place_order.take_profit, _est,
+          CASE WHEN _code IS NULL THEN _now END,
+          CASE WHEN _code IS NULL AND _tif = 'day' AND _type <> 'market' THEN market.session_end(_sym, _now) END,
+          _now, _now, CASE WHEN _code IS NOT NULL THEN _now END)
+  RETURNING * INTO _o;
+
+  IF _code IS NOT NULL THEN
+    PERFORM trading.emit(_a.id, 'order_rejected', _o.id, _now,
+                         jsonb_build_object('code', _code, 'reason', _reason, 'symbol', _o.symbol));
+    RETURN _o;
+  END IF;
+  PERFORM trading.emit(_a.id, 'order_accepted', _o.id, _now,
+                       jsonb_build_object('symbol', _sym, 'side', _side, 'type', _type, 'qty', place_order.qty));
+  IF _type = 'market' THEN
+    PERFORM trading.apply_fill(_o.id, place_order.qty, _est, _last, _last, NULL);
+    SELECT * INTO _o FROM trading.orders o WHERE o.id = _o.id;
+  END IF;
+  RETURN _o;
+END
+$$;
+COMMENT ON FUNCTION trading.place_order IS
+  'Place an order. Validates and runs the pre-trade risk checks under the account lock; a failed check records the order as rejected (reject_code, reject_reason) and returns it (no exception). Market orders fill at once at the last price plus slippage; limit, stop and stop_limit orders rest until a bar crosses them. Raises TR013 for an unknown account and TR012 for a reused client_order_id with different parameters.';
+
+CREATE OR REPLACE FUNCTION trading.cancel_order(order_id bigint, reason text DEFAULT 'cancelled on request')
+RETURNS trading.orders
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  _o trading.orders;
+BEGIN
+  SELECT * INTO _o FROM trading.orders o WHERE o.id = cancel_order.order_id;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'unknown order %', coalesce(cancel_order.order_id::text, 'NULL') USING ERRCODE = 'TR014',
+      HINT = 'pass the id of an order of this account';
+  END IF;
+  PERFORM 1 FROM trading.accounts a WHERE a.id = _o.account_id FOR UPDATE;
+  SELECT * INTO _o FROM trading.orders o WHERE o.id = cancel_order.order_id FOR UPDATE;
+  IF _o.status NOT IN ('new', 'accepted', 'partially_filled') THEN
+    RAISE EXCEPTION 'order % is already %', _o.id, _o.status USING ERRCODE = 'TR015',
+      DETAIL = format('filled %s of %s', _o.filled_qty, _o.qty),
+      HINT = 'only accepted or partially filled orders can be cancelled';
+  END IF;
+  RETURN trading.end_order(_o.id, 'cancelled', coalesce(cancel_order.reason, 'cancelled on request'));
+END
+$$;
+COMMENT ON FUNCTION trading.cancel_order IS
+  'Cancel an open order (the filled part stays). Raises TR014 for an unknown order, TR015 for an order that is already final.';
+
+CREATE OR REPLACE FUNCTION trading.close_position(account_id bigint, symbol text, client_order_id text DEFAULT NULL)
+RETURNS trading.orders
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  _qty numeric;
+BEGIN
+  PERFORM 1 FROM trading.accounts a WHERE a.id = close_position.account_id FOR UPDATE;
+  SELECT p.qty INTO _qty FROM trading.positions p
+  WHERE p.account_id = close_position.account_id AND p.symbol = upper(btrim(close_position.symbol));
+  IF coalesce(_qty, 0) = 0 THEN
+    RAISE EXCEPTION 'no open position in % on account %', close_position.symbol, close_position.account_id
+      USING ERRCODE = 'TR002', HINT = 'list open positions in trading.positions (qty <> 0)';
+  END IF;
+  RETURN trading.place_order(close_position.account_id, close_position.symbol,
+                             CASE WHEN _qty > 0 THEN 'sell' ELSE 'buy' END, abs(_qty), 'market',
+                             client_order_id => close_position.client_order_id);
+END
+$$;
+COMMENT ON FUNCTION trading.close_position IS
+  'Close a position with a market order for its whole quantity (cancels its bracket orders when it fills); the order row is returned (it may be rejected, e.g. TR008 without a fresh price). Raises TR002 when there is no open position.';
