@@ -6,11 +6,15 @@ PL/Python imports must be readable by that user. The postmaster starts with PYTH
 site-packages so that PL/Python imports the project's numpy, onnxruntime and scikit-learn.
 
 When ``PGTRADE_DATABASE_URL`` is set nothing here is used: every command talks to that server instead.
+
+By default the server listens on 127.0.0.1 only. The docker image sets ``PGTRADE_LISTEN`` (``listen_addresses``,
+e.g. ``*``) and ``PGTRADE_HBA_NETWORKS`` (networks, or ``all``, allowed to log in over TCP with scram-sha-256).
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import pwd
 import secrets
@@ -46,7 +50,6 @@ def _server_settings(dbname: str) -> dict[str, str]:
         "cron.timezone": "'UTC'",
         "timezone": "'UTC'",
         "log_timezone": "'UTC'",
-        "listen_addresses": "'127.0.0.1'",
         "max_connections": "100",
         "shared_buffers": "'512MB'",
         "work_mem": "'32MB'",
@@ -66,6 +69,20 @@ class Cluster:
     dbname: str = DB_NAME
     #: postgresql.conf settings that override pgtrade's (tests use it to run a server without TimescaleDB)
     overrides: tuple[tuple[str, str], ...] = ()
+    #: listen_addresses ($PGTRADE_LISTEN; ``*`` in the docker image)
+    listen: str = "127.0.0.1"
+    #: networks besides loopback whose clients may log in with scram-sha-256 ($PGTRADE_HBA_NETWORKS)
+    hba_networks: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.listen or any(c in self.listen for c in "'\\\n"):
+            raise PgtradeError(f"PGTRADE_LISTEN must be addresses for listen_addresses, not {self.listen!r}")
+        for net in self.hba_networks:
+            if net != "all":
+                try:
+                    ipaddress.ip_network(net, strict=False)
+                except ValueError as exc:
+                    raise PgtradeError(f"PGTRADE_HBA_NETWORKS: {net!r} is neither a network (CIDR) nor 'all'") from exc
 
     @property
     def data_dir(self) -> Path:
@@ -95,6 +112,13 @@ class Cluster:
             f"{dbname or self.dbname}"
         )
 
+    def socket_url(self, dbname: str | None = None) -> str:
+        """The URL through the Unix socket (works while the server listens on no TCP address)."""
+        return (
+            f"postgresql://{SUPERUSER}:{quote(self.password(), safe='')}@/{dbname or self.dbname}"
+            f"?host={quote(str(self.socket_dir), safe='')}&port={self.port}"
+        )
+
     # -- state ---------------------------------------------------------------------------------------------
     def initialized(self) -> bool:
         return (self.data_dir / "PG_VERSION").exists()
@@ -106,13 +130,18 @@ class Cluster:
         return res.returncode == 0
 
     # -- lifecycle -----------------------------------------------------------------------------------------
-    def init(self) -> None:
-        """Create the data directory (initdb) with pgtrade's settings; a no-op when it exists."""
+    def init(self, password: str | None = None) -> None:
+        """Create the data directory (initdb) with pgtrade's settings; a no-op when it exists.
+
+        The superuser's password is ``password`` (the docker image passes $POSTGRES_PASSWORD), else a random one.
+        """
         if self.initialized():
             return
+        if password is not None and (not password.strip() or "\n" in password):
+            raise PgtradeError("the superuser password must be one non-empty line")
         _require_binaries()
         self.home.mkdir(parents=True, exist_ok=True)
-        self.password_file.write_text(secrets.token_urlsafe(24) + "\n")
+        self.password_file.write_text((password or secrets.token_urlsafe(24)) + "\n")
         self.password_file.chmod(0o600)
         owner = _server_user()
         pwfile = self.home / ".pwfile"
@@ -131,27 +160,32 @@ class Cluster:
         finally:
             pwfile.unlink(missing_ok=True)
         conf = self.data_dir / "postgresql.conf"
-        settings = _server_settings(self.dbname) | {"port": str(self.port),
+        settings = _server_settings(self.dbname) | {"port": str(self.port), "listen_addresses": f"'{self.listen}'",
                                                     "unix_socket_directories": f"'{self.socket_dir}'"}
         settings |= dict(self.overrides)
         with conf.open("a") as fh:
             fh.write("\n# --- pgtrade ---\n")
             fh.writelines(f"{k} = {v}\n" for k, v in settings.items())
+        if self.hba_networks:
+            with (self.data_dir / "pg_hba.conf").open("a") as fh:
+                fh.write("\n# --- pgtrade: clients on these networks log in with a password ---\n")
+                fh.writelines(f"host all all {net} scram-sha-256\n" for net in self.hba_networks)
 
-    def start(self) -> None:
-        """Start the server with PYTHONPATH set for PL/Python; a no-op when it runs already."""
+    def start(self, *, socket_only: bool = False) -> None:
+        """Start the server with PYTHONPATH set for PL/Python; a no-op when it runs already.
+
+        ``socket_only``: listen on the Unix socket alone (the docker entry point migrates before clients may come).
+        """
         if self.running():
             return
         if _port_in_use(self.port):
             raise PgtradeError(
                 f"port {self.port} on 127.0.0.1 is taken by another program (set PGTRADE_PORT to another port)"
             )
-        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONPATH": plpython_path()}
-        res = _run_as_server_user(
-            [str(PG_BIN / "pg_ctl"), "start", "-w", "-t", "60", "-D", str(self.data_dir), "-l", str(self.log_file)],
-            check=False,
-            env=env,
-        )
+        cmd = [str(PG_BIN / "pg_ctl"), "start", "-w", "-t", "60", "-D", str(self.data_dir), "-l", str(self.log_file)]
+        if socket_only:
+            cmd += ["-o", "-c listen_addresses=''"]
+        res = _run_as_server_user(cmd, check=False, env=server_env())
         if res.returncode != 0:
             tail = _tail(self.log_file)
             raise PgtradeError(f"the server did not start (log {self.log_file}): {tail}")
@@ -160,11 +194,11 @@ class Cluster:
         if self.running():
             _run_as_server_user([str(PG_BIN / "pg_ctl"), "stop", "-w", "-m", "fast", "-D", str(self.data_dir)])
 
-    def create_database(self) -> None:
+    def create_database(self, maintenance_url: str | None = None) -> None:
         """Create the pgtrade database if missing (connects to the maintenance database)."""
         import psycopg
 
-        with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
+        with psycopg.connect(maintenance_url or self.url("postgres"), autocommit=True) as conn:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.dbname,)).fetchone()
             if not exists:
                 conn.execute(f'CREATE DATABASE "{self.dbname}"')
@@ -172,6 +206,11 @@ class Cluster:
     def destroy(self) -> None:
         self.stop()
         shutil.rmtree(self.home, ignore_errors=True)
+
+
+def server_env() -> dict[str, str]:
+    """The whole environment the postmaster runs with (PYTHONPATH for PL/Python)."""
+    return {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONPATH": plpython_path()}
 
 
 def plpython_path() -> str:
@@ -184,7 +223,9 @@ def default_cluster() -> Cluster:
     """The cluster for this checkout: ``$PGTRADE_HOME`` or ``./.pgtrade`` (see ``_reachable_home``)."""
     home = Path(os.environ.get("PGTRADE_HOME") or Path.cwd() / ".pgtrade").resolve()
     port = int(os.environ.get("PGTRADE_PORT", DEFAULT_PORT))
-    return Cluster(home=_reachable_home(home), port=port)
+    listen = os.environ.get("PGTRADE_LISTEN") or "127.0.0.1"
+    networks = tuple(os.environ.get("PGTRADE_HBA_NETWORKS", "").replace(",", " ").split())
+    return Cluster(home=_reachable_home(home), port=port, listen=listen, hba_networks=networks)
 
 
 def _reachable_home(home: Path) -> Path:
