@@ -7,7 +7,9 @@ records rejects and upserts, all in one transaction. The rules live in SQL; this
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -132,16 +134,42 @@ def ingest(
     source: str,
     auto_register: bool = False,
     asset_class: str = "stock",
-    batch_size: int = 200_000,
+    batch_size: int = 100_000,
+    workers: int = 1,
 ) -> IngestReport:
     """Send bars through the ingest path, one transaction per batch; returns per-symbol counts.
 
     Each batch commits on its own, so a long load that fails part-way keeps what it already committed and can
-    simply be run again (the upsert makes a re-run change nothing).
+    simply be run again (the upsert makes a re-run change nothing). With ``workers`` > 1 the load is pipelined
+    over that many connections: while the server validates and writes one batch, the next one is converted and
+    COPYed on another connection (``conn`` must then have nothing uncommitted that the batches depend on).
     """
+    options = {"source": source, "auto_register": auto_register, "asset_class": asset_class}
+    batches = _batches(items, batch_size)
     report = IngestReport()
-    for batch in _batches(items, batch_size):
-        report.merge(ingest_batch(conn, batch, source=source, auto_register=auto_register, asset_class=asset_class))
+    if workers <= 1:
+        for batch in batches:
+            report.merge(ingest_batch(conn, batch, **options))
+        return report
+    lock = threading.Lock()
+
+    def drain(c: psycopg.Connection) -> IngestReport:
+        part = IngestReport()
+        while True:
+            with lock:
+                batch = next(batches, None)
+            if batch is None:
+                return part
+            part.merge(ingest_batch(c, batch, **options))
+
+    extra = [psycopg.connect(conn.info.dsn, password=conn.info.password) for _ in range(workers - 1)]
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for future in [pool.submit(drain, c) for c in (conn, *extra)]:
+                report.merge(future.result())
+    finally:
+        for c in extra:
+            c.close()
     return report
 
 

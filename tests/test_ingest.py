@@ -151,3 +151,29 @@ def test_correcting_a_bar_in_a_compressed_chunk(db):
     assert db.execute("SELECT close FROM market.bars WHERE symbol = 'COMP' AND ts = %s",
                       (old + timedelta(minutes=5),)).fetchone()[0] == Decimal("10.25")
     assert db.execute("SELECT count(*) FROM market.bars WHERE symbol = 'COMP'").fetchone()[0] == 31
+
+
+@pytest.mark.parametrize(
+    ("values", "reason"),
+    [(("ZZZNOPE", "1m", "10", "11", "9", "10"), "unknown symbol"),
+     (("LASTLINE", "1m", "10", "9", "9", "10"), "high is below"),
+     (("LASTLINE", "1m", "NaN", "11", "9", "10"), "price is NaN"),
+     (("LASTLINE", "7m", "10", "11", "9", "10"), "unknown interval")],
+)
+def test_writes_that_bypass_the_ingest_path_are_still_validated(db, values, reason):
+    import psycopg
+
+    register(db, "LASTLINE")
+    with pytest.raises(psycopg.errors.CheckViolation, match=reason):
+        db.execute("INSERT INTO market.bars (symbol, interval, ts, open, high, low, close, volume, source) "
+                   "VALUES (%s, %s, %s, %s::numeric, %s::numeric, %s::numeric, %s::numeric, 1, 'direct')",
+                   (values[0], values[1], T0, *values[2:]))
+
+
+def test_an_update_that_breaks_a_bar_is_refused(db):
+    import psycopg
+
+    register(db, "UPD")
+    ingest(db, [bar("UPD")], source="test:upd")
+    with pytest.raises(psycopg.errors.CheckViolation, match="low is above"):
+        db.execute("UPDATE market.bars SET low = 10.2 WHERE symbol = 'UPD'")

@@ -91,6 +91,8 @@ BEGIN
                   WHERE b.symbol = r.symbol AND b.interval = r.interval AND b.ts BETWEEN r.lo AND r.hi))
   INTO _append_only;
 
+  -- The rows below are validated: the statement-level check on market.bars need not repeat it.
+  PERFORM set_config('pgtrade.ingest_validated', 'on', true);
   FOR _attempt IN 1..3 LOOP
     BEGIN
       IF _append_only THEN
@@ -150,6 +152,7 @@ BEGIN
         WHERE c.reason = 'superseded by a later row for the same bar in this load';
     END;
   END LOOP;
+  PERFORM set_config('pgtrade.ingest_validated', 'off', true);
   TRUNCATE pg_temp.bars_staging;
   DROP TABLE pg_temp.bars_classified;
 END

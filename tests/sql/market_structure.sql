@@ -31,7 +31,7 @@ SELECT col_type_is('market', 'bars', 'open', 'numeric', 'prices are numeric');
 SELECT col_type_is('market', 'bars', 'ts', 'timestamp with time zone', 'ts is timestamptz');
 SELECT has_table('market', 'rejected_bars', 'rejected bars are kept');
 SELECT is((SELECT count(*)::int FROM pg_trigger WHERE tgrelid = 'market.bars'::regclass
-           AND tgname LIKE '_010_check_references_%'), 2, 'bars reference checks run on insert and update');
+           AND tgname LIKE '_010_validate_%'), 2, 'bars are validated on insert and update');
 SELECT is(
   (SELECT count(*)::int FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
    WHERE n.nspname IN ('market', 'trading', 'ml', 'backtest', 'ops') AND c.relkind IN ('r', 'p')
