@@ -32,6 +32,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import psycopg
+import psycopg.sql
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -102,13 +103,26 @@ def timed_runs(fn, runs: int) -> dict:
 
 
 def server_ms(conn: psycopg.Connection, sql: str, params: tuple, runs: int) -> dict:
-    """Execution time as PostgreSQL reports it (EXPLAIN ANALYZE, no rows sent), p50/p99."""
+    """Planning plus execution time as PostgreSQL reports it (EXPLAIN ANALYZE, no rows sent), p50/p99."""
     samples = []
     for i in range(runs + 1):
         plan = conn.execute("EXPLAIN (ANALYZE, TIMING OFF, FORMAT JSON) " + sql, params).fetchone()[0]
         if i:
             samples.append(plan[0]["Execution Time"] + plan[0]["Planning Time"])
     return {"p50_ms": round(statistics.median(samples), 2), "p99_ms": round(pct(samples, 99), 2)}
+
+
+def wire_ms(conn: psycopg.Connection, sql: str, params: tuple, runs: int) -> dict:
+    """Execution plus transfer of every row to the client (COPY ... TO STDOUT, bytes not parsed), p50/p99."""
+    query = psycopg.sql.SQL("COPY ({}) TO STDOUT").format(psycopg.sql.SQL(sql).format(
+        *[psycopg.sql.Literal(p) for p in params]))
+
+    def run():
+        with conn.cursor().copy(query) as cp:
+            for _ in cp:
+                pass
+
+    return {k: v for k, v in timed_runs(run, runs).items() if k != "max_ms"}
 
 
 def relation_bytes(conn: psycopg.Connection, symbols_like: str) -> tuple[int, int]:
@@ -215,13 +229,15 @@ def main() -> None:
             q = "SELECT * FROM market.bars_between(%s, %s, %s, %s)"
             results["range_year_1m_uncompressed"] = {
                 "rows": minute_rows, "client": timed_runs(read("1m", *year), args.runs),
-                "server": server_ms(conn, q, (sym, "1m", *year), args.runs)}
+                "server": server_ms(conn, q, (sym, "1m", *year), args.runs),
+                "wire": wire_ms(conn, q.replace("%s", "{}"), (sym, "1m", *year), args.runs)}
             spx = (datetime(1999, 1, 1, tzinfo=timezone.utc), datetime(2019, 1, 1, tzinfo=timezone.utc))
             results["range_20y_1d"] = {
                 "rows": conn.execute("SELECT count(*) FROM market.bars_between('SPX', '1d', %s, %s)", spx
                                      ).fetchone()[0],
                 "client": timed_runs(read("1d", *spx, s="SPX"), args.runs),
-                "server": server_ms(conn, q, ("SPX", "1d", *spx), args.runs)}
+                "server": server_ms(conn, q, ("SPX", "1d", *spx), args.runs),
+                "wire": wire_ms(conn, q.replace("%s", "{}"), ("SPX", "1d", *spx), args.runs)}
             results["range_year_1h_cagg"] = {
                 "rows": conn.execute("SELECT count(*) FROM market.bars_between(%s, '1h', %s, %s)",
                                      (sym, *year)).fetchone()[0],
@@ -256,7 +272,8 @@ def main() -> None:
                 "rows": conn.execute("SELECT count(*) FROM market.bars_between(%s, '1m', %s, %s)",
                                      (sym, *year)).fetchone()[0],
                 "client": timed_runs(lambda: conn.execute(q, (sym, "1m", *year)).fetchall(), args.runs),
-                "server": server_ms(conn, q, (sym, "1m", *year), args.runs)}
+                "server": server_ms(conn, q, (sym, "1m", *year), args.runs),
+                "wire": wire_ms(conn, q.replace("%s", "{}"), (sym, "1m", *year), args.runs)}
     finally:
         if not args.keep:
             with psycopg.connect(admin, autocommit=True) as conn:

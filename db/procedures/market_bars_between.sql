@@ -36,6 +36,7 @@ RETURNS SETOF market.ohlcv
 LANGUAGE plpgsql STABLE
 AS $$
 BEGIN
+  PERFORM market.interval_step(rollup_between.bar_interval);  -- SQLSTATE 22023 for an unknown interval
   IF rollup_between.bar_interval = '5m' THEN
     RETURN QUERY
       SELECT r.symbol, '5m'::text, r.ts, r.open, r.high, r.low, r.close, r.volume FROM market.bars_5m r
@@ -61,7 +62,8 @@ COMMENT ON FUNCTION market.rollup_between IS
   'Bars over [from_ts, to_ts) rolled up from 1-minute bars: the continuous aggregates for 5m/1h/1d, market.resample for other intervals.';
 
 -- A plain SQL function so the planner inlines it: the stored-bars branch then plans like a direct query on the
--- hypertable (chunk exclusion, ordered append, no tuplestore), which is the hot path.
+-- hypertable (chunk exclusion, ordered append, no tuplestore), which is the hot path. An unknown interval has no
+-- stored bars, so it reaches market.rollup_between, which raises.
 CREATE OR REPLACE FUNCTION market.bars_between(
   symbol text, bar_interval text, from_ts timestamptz, to_ts timestamptz)
 RETURNS SETOF market.ohlcv
@@ -71,7 +73,6 @@ AS $$
    FROM market.bars b
    WHERE b.symbol = bars_between.symbol AND b.interval = bars_between.bar_interval
      AND b.ts >= bars_between.from_ts AND b.ts < bars_between.to_ts
-     AND market.interval_step(bars_between.bar_interval) IS NOT NULL
    ORDER BY b.ts)
   UNION ALL
   (SELECT r.* FROM market.rollup_between(bars_between.symbol, bars_between.bar_interval,
