@@ -26,9 +26,18 @@ def connect(url: str | None = None, *, autocommit: bool = False, **kwargs) -> ps
     try:
         return psycopg.connect(url, autocommit=autocommit, connect_timeout=5, **kwargs)
     except psycopg.OperationalError as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        reason = _connect_failure(str(exc))
         hint = "" if external_server() else " (start it: pgtrade db up)"
         raise DatabaseUnavailable(f"cannot connect to the database at {redact(url)}: {reason}{hint}") from exc
+
+
+def _connect_failure(message: str) -> str:
+    """The reason in libpq's connection error, e.g. 'Connection refused' or 'password authentication failed'."""
+    lines = [ln.strip() for ln in message.strip().splitlines() if ln.strip()]
+    if not lines:
+        return "connection failed"
+    first = lines[0]
+    return first.rsplit("failed: ", 1)[-1] if "failed: " in first else first
 
 
 def redact(url: str) -> str:
