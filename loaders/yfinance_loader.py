@@ -12,9 +12,8 @@ What yfinance returns, and what becomes of it here:
 - Prices are unadjusted (``auto_adjust=False``); 'Adj Close', dividends and splits are ignored.
 - Rows with NaN prices (Yahoo's gaps, and the rows ``yf.download`` adds when tickers' dates differ) are kept
   (``keepna=True``) and sent as they are, so the database records each as a reject with its reason.
-- Yahoo stamps hourly US-equity bars at hh:30 (the session opens 09:30); pgtrade's 1h bars must start on the
-  hour (UTC), so those are recorded as rejects ("not aligned") rather than silently shifted. Use 30m and the
-  rollups, or symbols that trade on the hour (FX, crypto).
+- Yahoo stamps hourly US-equity bars at hh:30 (the session opens 09:30); pgtrade accepts 1h and 4h bars that
+  open on the hour or the half hour (market.alignment_grid), so they are stored as stamped, not shifted.
 """
 
 from __future__ import annotations

@@ -58,8 +58,8 @@ def _common(fn):
 @load.command("yfinance")
 @_common
 @click.option("--interval", default="1d", show_default=True, type=click.Choice(["1m", "5m", "15m", "30m", "1h", "1d"]),
-              help="Bar interval (Yahoo keeps 1m bars ~7 days, other intraday ~60 days; its US-equity 1h bars start "
-                   "at hh:30 and are rejected as not aligned).")
+              help="Bar interval (Yahoo keeps 1m bars ~7 days, other intraday ~60 days; its US-equity 1h bars "
+                   "open at hh:30 and are stored as stamped).")
 @user_errors
 def load_yfinance_cmd(symbols, start, end, asset_class, as_json, interval) -> None:
     """Load Yahoo Finance bars (unadjusted) through the ingest path; NaN rows are recorded as rejects."""

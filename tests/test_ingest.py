@@ -43,6 +43,8 @@ def register(db, symbol, **kw):
         ({"ts": datetime.now(timezone.utc).replace(second=0, microsecond=0) + timedelta(hours=2)},
          "timestamp is in the future"),
         ({"interval": "7m"}, "unknown interval"),
+        ({"interval": "1h", "ts": T0 + timedelta(minutes=15)}, "timestamp is not aligned to the interval (UTC)"),
+        ({"interval": "1d", "ts": T0}, "timestamp is not aligned to the interval (UTC)"),
         ({"ts": datetime(2024, 3, 4, 14, 30)}, "timestamp has no time zone"),
         ({"o": "1,234.5"}, "not a number"),
     ],
@@ -54,6 +56,13 @@ def test_each_validation_rule_rejects_with_its_reason(db, kwargs, reason):
     (got,), = rejects(db, "test:rules")
     assert got.startswith(reason)
     assert db.execute("SELECT count(*) FROM market.bars WHERE symbol = 'RULES'").fetchone()[0] == 0
+
+
+def test_hourly_bars_may_open_on_the_half_hour(db):
+    register(db, "HALF")
+    report = ingest(db, [bar("HALF", interval="1h", ts=T0), bar("HALF", interval="1h", ts=T0 + timedelta(minutes=30)),
+                         bar("HALF", interval="4h", ts=T0)], source="test:half")
+    assert (report.total.inserted, report.total.rejected) == (3, 0)
 
 
 def test_valid_bar_is_stored_exactly(db):

@@ -16,7 +16,8 @@ AS $$
      AND bar_problem.high >= greatest(bar_problem.open, bar_problem.close)
      AND bar_problem.low <= least(bar_problem.open, bar_problem.close)
      AND bar_problem.volume >= 0 AND bar_problem.volume < 'Infinity'
-     AND date_bin(bar_problem.step, bar_problem.ts, timestamptz '2000-01-03 00:00:00+00') = bar_problem.ts
+     AND date_bin(market.alignment_grid(bar_problem.step), bar_problem.ts, timestamptz '2000-01-03 00:00:00+00')
+         = bar_problem.ts
       THEN NULL
     WHEN bar_problem.step IS NULL THEN 'unknown interval'
     WHEN bar_problem.ts IS NULL THEN 'missing timestamp'
@@ -39,5 +40,16 @@ AS $$
     ELSE 'timestamp is not aligned to the interval (UTC)'
   END
 $$;
+
+-- The grid a bar's open must sit on: its own step, except that bars longer than 30 minutes and shorter than a
+-- day may also open on the half hour (US equity sessions open at 09:30, and vendors stamp hourly bars 09:30,
+-- 10:30, ...). Daily bars are stamped at 00:00 UTC of their date.
+CREATE OR REPLACE FUNCTION market.alignment_grid(step interval)
+RETURNS interval
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+  SELECT CASE WHEN alignment_grid.step > interval '30 minutes' AND alignment_grid.step < interval '1 day'
+              THEN interval '30 minutes' ELSE alignment_grid.step END
+$$;
 COMMENT ON FUNCTION market.bar_problem IS
-  'Why a bar is invalid (NULL when valid): finite positive prices, high >= max(open, close, low), low <= min(open, close), finite volume >= 0, ts aligned to the interval.';
+  'Why a bar is invalid (NULL when valid): finite positive prices, high >= max(open, close, low), low <= min(open, close), finite volume >= 0, ts aligned to the interval grid (market.alignment_grid).';
