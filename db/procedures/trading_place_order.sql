@@ -106,7 +106,7 @@ BEGIN
 
   IF _code IS NULL THEN
     IF _type = 'market' THEN
-      SELECT p.price, p.as_of INTO _last, _last_at FROM market.price_at(_sym, _now) p;
+      SELECT p.price, p.as_of INTO _last, _last_at FROM market.price_at(_sym, _now, coalesce(_now - _a.max_price_age, '-infinity')) p;
       IF _last IS NULL THEN
         _code := 'TR008'; _reason := format('no price for %s at %s', _sym, _now);
       ELSIF _a.max_price_age IS NOT NULL AND _now - _last_at > _a.max_price_age THEN

@@ -1,0 +1,269 @@
+"""Trading benchmarks: place_order latency and throughput, bar ingest with live orders, bar-to-stop-loss latency.
+
+Runs in a scratch database of its own (pgtrade_trading_bench) on the server named by $PGTRADE_DATABASE_URL or
+`pgtrade db url` (a superuser URL), migrated from db/, dropped at the end (--keep keeps it). Prints its figures.
+
+    python bench/trading_bench.py [--orders 10000] [--symbols 20] [--bars-per-symbol 5000] [--json out.json]
+
+What it measures (issue 3 §8):
+(a) trading.place_order, market orders that fill at once (alternating buy/sell 1 share), one psycopg client,
+    autocommit: client-side latency per call including commit, p50/p99 over --orders calls.
+(b) throughput: 8 client threads placing market orders concurrently on ONE account (they serialize on the
+    account row lock) and on 8 accounts, orders/s.
+(c) bar ingest through pgtrade.ingest.ingest (the real path: binary COPY + market.ingest_staged + the live bar
+    triggers) of S symbols x N 1-minute bars in batches of --batch bars, while 10 live accounts hold a position
+    in every symbol (10 open positions per symbol, marked to market by every batch) and 50 resting orders per
+    symbol (limit buys and stop sells away from the market) are matched against every batch; bars/s. The same
+    volume for symbols no account trades is the baseline (the triggers exit early).
+(d) bar arrival to stop-loss fill: a position with a stop-loss child; one bar crossing the stop is ingested
+    through pgtrade.ingest.ingest; client-side time from the call to its commit (the fill commits with the bar),
+    p50/p99 over --stops runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pgtrade.ingest import Bar, ingest  # noqa: E402
+from pgtrade.migrate import migrate  # noqa: E402
+
+BENCH_DB = "pgtrade_trading_bench"
+RISK = json.dumps({"max_position_pct": 100000, "max_gross_leverage": 1000})
+
+
+def server_url() -> str:
+    url = os.environ.get("PGTRADE_DATABASE_URL")
+    if url:
+        return url
+    return subprocess.run([sys.executable, "-m", "pgtrade.cli", "db", "url"], capture_output=True, text=True,
+                          check=True, cwd=ROOT).stdout.strip()
+
+
+def with_db(url: str, dbname: str) -> str:
+    info = psycopg.conninfo.conninfo_to_dict(url) | {"dbname": dbname}
+    return psycopg.conninfo.make_conninfo(**info)
+
+
+def pct(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+
+
+def ms(values: list[float]) -> dict:
+    return {"n": len(values), "p50_ms": round(pct(values, 50) * 1000, 3), "p99_ms": round(pct(values, 99) * 1000, 3),
+            "max_ms": round(max(values) * 1000, 3), "mean_ms": round(statistics.fmean(values) * 1000, 3)}
+
+
+def instrument(conn: psycopg.Connection, symbol: str) -> None:
+    conn.execute("SELECT market.upsert_instrument(%s::text, 'bench'::text, 'stock', 'USD', NULL, 1, 'UTC', NULL, NULL,"
+                 " true)", (symbol,))
+
+
+def flat_bar(symbol: str, ts: datetime, price: str = "100", low: str | None = None) -> Bar:
+    return Bar(symbol=symbol, interval="1m", ts=ts, open=price, high=price, low=low or price, close=price,
+               volume=1000)
+
+
+def new_account(conn: psycopg.Connection, name: str, clock: datetime | None = None) -> int:
+    return conn.execute("SELECT id FROM trading.create_account(%s, 1e9, 'live', %s, %s::jsonb)",
+                        (name, clock, RISK)).fetchone()[0]
+
+
+def place(conn: psycopg.Connection, account: int, symbol: str, side: str, qty: int = 1, **kw) -> tuple:
+    return conn.execute(
+        "SELECT status, reject_code FROM trading.place_order(%s, %s, %s, %s, %s, %s, %s, 'gtc', NULL, %s, NULL)",
+        (account, symbol, side, qty, kw.get("type", "market"), kw.get("limit_price"), kw.get("stop_price"),
+         kw.get("stop_loss"))).fetchone()
+
+
+def bench_place_order(url: str, n: int) -> dict:
+    now_min = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+    with psycopg.connect(url, autocommit=True) as conn:
+        instrument(conn, "BPO")
+        ingest(conn, [flat_bar("BPO", now_min - timedelta(minutes=2))], source="bench")
+        acct = new_account(conn, "bench-latency")
+        for i in range(50):  # warm up (plans, caches)
+            place(conn, acct, "BPO", "buy" if i % 2 == 0 else "sell")
+        lat = []
+        for i in range(n):
+            t = time.perf_counter()
+            status, code = place(conn, acct, "BPO", "buy" if i % 2 == 0 else "sell")
+            lat.append(time.perf_counter() - t)
+            if status != "filled":
+                raise SystemExit(f"order {i} was {status} ({code})")
+    return ms(lat)
+
+
+def bench_throughput(url: str, per_client: int, clients: int = 8) -> dict:
+    now_min = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+    out = {}
+    with psycopg.connect(url, autocommit=True) as conn:
+        instrument(conn, "BTP")
+        ingest(conn, [flat_bar("BTP", now_min - timedelta(minutes=2))], source="bench")
+        one = new_account(conn, "bench-tp-one")
+        many = [new_account(conn, f"bench-tp-{i}") for i in range(clients)]
+    for label, accounts in (("one_account", [one] * clients), ("eight_accounts", many)):
+        barrier = threading.Barrier(clients + 1)
+        errors: list[str] = []
+
+        def worker(acct: int) -> None:
+            with psycopg.connect(url, autocommit=True) as c:
+                barrier.wait()
+                for i in range(per_client):
+                    status, code = place(c, acct, "BTP", "buy" if i % 2 == 0 else "sell")
+                    if status != "filled":
+                        errors.append(f"{status} {code}")
+        threads = [threading.Thread(target=worker, args=(a,)) for a in accounts]
+        for t in threads:
+            t.start()
+        barrier.wait()
+        t0 = time.perf_counter()
+        for t in threads:
+            t.join()
+        dt = time.perf_counter() - t0
+        if errors:
+            raise SystemExit(f"{len(errors)} orders not filled, e.g. {errors[0]}")
+        out[label] = {"clients": clients, "orders": clients * per_client, "seconds": round(dt, 3),
+                      "orders_per_s": round(clients * per_client / dt)}
+    return out
+
+
+def walk(symbol: str, start: datetime, n: int, rng: random.Random) -> list[Bar]:
+    price = 100.0
+    out = []
+    for i in range(n):
+        o = price
+        price = max(1.0, price * (1 + rng.gauss(0, 0.0008)))
+        hi, lo = max(o, price) * (1 + abs(rng.gauss(0, 0.0003))), min(o, price) * (1 - abs(rng.gauss(0, 0.0003)))
+        out.append(Bar(symbol=symbol, interval="1m", ts=start + timedelta(minutes=i), open=f"{o:.4f}",
+                       high=f"{hi:.4f}", low=f"{lo:.4f}", close=f"{price:.4f}", volume=rng.randint(100, 10000)))
+    return out
+
+
+def bench_ingest(url: str, symbols: int, per_symbol: int, batch: int) -> dict:
+    start = (datetime.now(timezone.utc) - timedelta(minutes=per_symbol + 60)).replace(second=0, microsecond=0)
+    traded = [f"BIN{i:03d}" for i in range(symbols)]
+    quiet = [f"BQU{i:03d}" for i in range(symbols)]
+    rng = random.Random(11)
+    with psycopg.connect(url, autocommit=True) as conn:
+        for s in traded + quiet:
+            instrument(conn, s)
+        ingest(conn, [flat_bar(s, start - timedelta(minutes=1)) for s in traded + quiet], source="bench")
+        accounts = [new_account(conn, f"bench-ingest-{i}", clock=start) for i in range(10)]
+        for s in traded:
+            for k, a in enumerate(accounts):
+                assert place(conn, a, s, "buy", 10)[0] == "filled"
+                for j in range(5):  # 5 x 10 accounts = 50 resting orders per symbol
+                    if j % 2 == 0:
+                        r = place(conn, a, s, "buy", 1, type="limit", limit_price=str(60 - k - j))
+                    else:
+                        r = place(conn, a, s, "sell", 1, type="stop", stop_price=str(50 - k - j))
+                    assert r[0] == "accepted", r
+        resting = conn.execute("SELECT count(*) FROM trading.orders WHERE status = 'accepted' AND symbol LIKE 'BIN%'"
+                               ).fetchone()[0]
+        positions = conn.execute("SELECT count(*) FROM trading.positions WHERE qty <> 0 AND symbol LIKE 'BIN%'"
+                                 ).fetchone()[0]
+    out = {"symbols": symbols, "bars_per_symbol": per_symbol, "batch": batch,
+           "open_positions": positions, "resting_orders": resting}
+    for label, syms in (("with_orders", traded), ("baseline_no_orders", quiet)):
+        bars = []
+        series = {s: walk(s, start, per_symbol, rng) for s in syms}
+        for i in range(per_symbol):  # time-ordered across symbols, like a feed catching up
+            bars.extend(series[s][i] for s in syms)
+        with psycopg.connect(url) as conn:
+            t0 = time.perf_counter()
+            rep = ingest(conn, bars, source="bench", batch_size=batch)
+            dt = time.perf_counter() - t0
+        assert rep.total.inserted == len(bars), rep.as_dict()
+        out[label] = {"bars": len(bars), "seconds": round(dt, 3), "bars_per_s": round(len(bars) / dt)}
+    with psycopg.connect(url) as conn:
+        out["fills_during_ingest"] = conn.execute(
+            "SELECT count(*) FROM trading.fills WHERE symbol LIKE 'BIN%' AND bar_ts IS NOT NULL").fetchone()[0]
+        out["positions_marked_to_last_bar"] = conn.execute(
+            "SELECT count(*) FROM trading.positions p WHERE p.symbol LIKE 'BIN%%' AND p.qty <> 0 "
+            "AND p.last_price_at = %s", (start + timedelta(minutes=per_symbol),)).fetchone()[0]
+    return out
+
+
+def bench_stop_latency(url: str, runs: int) -> dict:
+    base = (datetime.now(timezone.utc) - timedelta(minutes=2 * runs + 30)).replace(second=0, microsecond=0)
+    lat = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        instrument(conn, "BSL")
+        acct = new_account(conn, "bench-stop", clock=base)
+        for i in range(runs):
+            t = base + timedelta(minutes=2 * i)
+            ingest(conn, [flat_bar("BSL", t)], source="bench")
+            conn.execute("SELECT trading.advance_clock(%s, %s)", (acct, t + timedelta(minutes=1)))
+            assert place(conn, acct, "BSL", "buy", 1, stop_loss="95")[0] == "filled"
+            crossing = flat_bar("BSL", t + timedelta(minutes=1), price="100", low="90")
+            t0 = time.perf_counter()
+            ingest(conn, [crossing], source="bench")
+            lat.append(time.perf_counter() - t0)
+            conn.execute("SELECT trading.advance_clock(%s, %s)", (acct, t + timedelta(minutes=2)))
+        filled = conn.execute("SELECT count(*) FROM trading.orders WHERE account_id = %s AND source = 'stop_loss' "
+                              "AND status = 'filled'", (acct,)).fetchone()[0]
+    if filled != runs:
+        raise SystemExit(f"only {filled} of {runs} stop-losses filled")
+    return ms(lat) | {"stop_losses_filled": filled}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--orders", type=int, default=10_000)
+    ap.add_argument("--per-client", type=int, default=1_000)
+    ap.add_argument("--symbols", type=int, default=20)
+    ap.add_argument("--bars-per-symbol", type=int, default=5_000)
+    ap.add_argument("--batch", type=int, default=10_000)
+    ap.add_argument("--stops", type=int, default=200)
+    ap.add_argument("--json", dest="json_out")
+    ap.add_argument("--keep", action="store_true", help="keep the scratch database")
+    args = ap.parse_args()
+
+    admin = server_url()
+    res: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                             "python": platform.python_version()}}
+    with psycopg.connect(admin, autocommit=True) as conn:
+        res["machine"]["server"] = conn.execute("SHOW server_version").fetchone()[0]
+        conn.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {BENCH_DB}")
+    url = with_db(admin, BENCH_DB)
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            migrate(conn)
+        res["place_order_latency"] = bench_place_order(url, args.orders)
+        print("(a) place_order, market, 1 client:", res["place_order_latency"], flush=True)
+        res["place_order_throughput"] = bench_throughput(url, args.per_client)
+        print("(b) throughput, 8 clients:", res["place_order_throughput"], flush=True)
+        res["ingest_with_orders"] = bench_ingest(url, args.symbols, args.bars_per_symbol, args.batch)
+        print("(c) bar ingest:", res["ingest_with_orders"], flush=True)
+        res["bar_to_stop_loss_fill"] = bench_stop_latency(url, args.stops)
+        print("(d) bar arrival -> stop-loss fill committed:", res["bar_to_stop_loss_fill"], flush=True)
+    finally:
+        if not args.keep:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(res, indent=2, default=str))
+    print(json.dumps(res, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
