@@ -186,3 +186,13 @@ def test_an_update_that_breaks_a_bar_is_refused(db):
     ingest(db, [bar("UPD")], source="test:upd")
     with pytest.raises(psycopg.errors.CheckViolation, match="low is above"):
         db.execute("UPDATE market.bars SET low = 10.2 WHERE symbol = 'UPD'")
+
+
+def test_counts_for_rows_without_a_symbol_on_both_paths(db):
+    register(db, "NOSYM")
+    first = ingest(db, [bar("NOSYM"), Unparsed(raw="x", problem="line 2: bad")], source="test:nosym")
+    assert first.per_symbol[None].rejected == 1 and first.per_symbol[None].unchanged == 0
+    # the same bar again takes the upsert path
+    again = ingest(db, [bar("NOSYM"), Unparsed(raw="x", problem="line 2: bad")], source="test:nosym")
+    assert (again.per_symbol["NOSYM"].unchanged, again.per_symbol[None].rejected) == (1, 1)
+    assert again.per_symbol[None].unchanged == 0

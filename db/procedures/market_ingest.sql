@@ -28,6 +28,31 @@ $$;
 COMMENT ON FUNCTION market.ingest_begin IS
   'Prepare this session''s staging table (pg_temp.bars_staging) for a COPY; rows vanish at commit.';
 
+-- Every staged row with its reason for rejection (NULL when valid): the loader's parse error, an unknown or
+-- malformed symbol, the bar rules (market.bar_problem), a timestamp in the future. A plain SQL function, inlined
+-- into each statement that reads it, so the staged rows are classified on the fly and never copied.
+CREATE OR REPLACE FUNCTION market.staged_bars()
+RETURNS TABLE (seq bigint, raw_symbol text, symbol text, "interval" text, ts timestamptz, open numeric,
+               high numeric, low numeric, close numeric, volume numeric, raw text, reason text)
+LANGUAGE sql STABLE
+AS $$
+  SELECT s.seq, s.symbol, n.symbol, s.interval, s.ts, s.open, s.high, s.low, s.close, s.volume, s.raw,
+         coalesce(
+           s.problem,
+           CASE WHEN ins.symbol IS NULL THEN
+             CASE WHEN coalesce(market.is_valid_symbol(n.symbol), false) THEN 'unknown symbol'
+                  ELSE 'invalid symbol (1-32 characters of A-Z 0-9 . _ / = ^ -)' END
+           END,
+           market.bar_problem(iv.step, s.ts, s.open, s.high, s.low, s.close, s.volume),
+           CASE WHEN s.ts > now() + iv.step THEN 'timestamp is in the future' END)
+  FROM pg_temp.bars_staging s
+  CROSS JOIN LATERAL (SELECT upper(btrim(s.symbol)) AS symbol) n
+  LEFT JOIN market.intervals iv ON iv.code = s.interval
+  LEFT JOIN market.instruments ins ON ins.symbol = n.symbol
+$$;
+COMMENT ON FUNCTION market.staged_bars IS
+  'The rows staged in this session (pg_temp.bars_staging) with the reason each would be rejected, NULL when valid.';
+
 CREATE OR REPLACE FUNCTION market.ingest_staged(
   source text,
   auto_register boolean DEFAULT false,
@@ -38,6 +63,8 @@ AS $$
 DECLARE
   _attempt int;
   _append_only boolean;
+  _refused jsonb;
+  _superseded constant text := 'superseded by a later row for the same bar in this load';
 BEGIN
   IF ingest_staged.source IS NULL OR btrim(ingest_staged.source) = '' THEN
     RAISE EXCEPTION 'ingest needs a source name' USING ERRCODE = '22023',
@@ -56,37 +83,13 @@ BEGIN
     ON CONFLICT ON CONSTRAINT instruments_pkey DO NOTHING;
   END IF;
 
-  -- Classify every staged row once: reason IS NULL means valid.
-  DROP TABLE IF EXISTS pg_temp.bars_classified;
-  CREATE TEMP TABLE bars_classified ON COMMIT DROP AS
-  SELECT s.seq, s.symbol AS raw_symbol, n.symbol, s.interval, s.ts, s.open, s.high, s.low, s.close, s.volume, s.raw,
-         coalesce(
-           s.problem,
-           CASE WHEN ins.symbol IS NULL THEN
-             CASE WHEN coalesce(market.is_valid_symbol(n.symbol), false) THEN 'unknown symbol'
-                  ELSE 'invalid symbol (1-32 characters of A-Z 0-9 . _ / = ^ -)' END
-           END,
-           market.bar_problem(iv.step, s.ts, s.open, s.high, s.low, s.close, s.volume),
-           CASE WHEN s.ts > now() + iv.step THEN 'timestamp is in the future' END
-         ) AS reason
-  FROM pg_temp.bars_staging s
-  CROSS JOIN LATERAL (SELECT upper(btrim(s.symbol)) AS symbol) n
-  LEFT JOIN market.intervals iv ON iv.code = s.interval
-  LEFT JOIN market.instruments ins ON ins.symbol = n.symbol;
-
-  INSERT INTO market.rejected_bars (source, reason, symbol, interval, ts, open, high, low, close, volume, raw)
-  SELECT ingest_staged.source, c.reason, c.raw_symbol, c.interval, c.ts, c.open, c.high, c.low, c.close, c.volume,
-         c.raw
-  FROM pg_temp.bars_classified c
-  WHERE c.reason IS NOT NULL;
-
   -- Appending (no stored bar inside any staged series' time range) is the common case, for history and live
   -- bars alike: then a plain INSERT does, at about two thirds of the cost of the upsert. Anything else, or a
   -- concurrent load that races us, takes the upsert.
   SELECT NOT EXISTS (
     SELECT 1
-    FROM (SELECT c.symbol, c.interval, min(c.ts) AS lo, max(c.ts) AS hi
-          FROM pg_temp.bars_classified c WHERE c.reason IS NULL GROUP BY c.symbol, c.interval) r
+    FROM (SELECT upper(btrim(s.symbol)) AS symbol, s.interval, min(s.ts) AS lo, max(s.ts) AS hi
+          FROM pg_temp.bars_staging s GROUP BY 1, 2) r
     WHERE EXISTS (SELECT 1 FROM market.bars b
                   WHERE b.symbol = r.symbol AND b.interval = r.interval AND b.ts BETWEEN r.lo AND r.hi))
   INTO _append_only;
@@ -95,21 +98,39 @@ BEGIN
   PERFORM set_config('pgtrade.ingest_validated', 'on', true);
   FOR _attempt IN 1..3 LOOP
     BEGIN
+      WITH refused AS (
+        INSERT INTO market.rejected_bars (source, reason, symbol, interval, ts, open, high, low, close, volume, raw)
+        SELECT ingest_staged.source, c.reason, c.raw_symbol, c.interval, c.ts, c.open, c.high, c.low, c.close,
+               c.volume, c.raw
+        FROM market.staged_bars() c
+        WHERE c.reason IS NOT NULL
+        RETURNING upper(btrim(rejected_bars.symbol)) AS symbol
+      )
+      SELECT coalesce(jsonb_object_agg(coalesce(r.symbol, ''), r.n), '{}') INTO _refused
+      FROM (SELECT refused.symbol, count(*) AS n FROM refused GROUP BY refused.symbol) r;
+
       IF _append_only THEN
-        INSERT INTO market.bars (symbol, interval, ts, open, high, low, close, volume, source)
-        SELECT c.symbol, c.interval, c.ts, c.open, c.high, c.low, c.close, c.volume, ingest_staged.source
-        FROM pg_temp.bars_classified c
-        WHERE c.reason IS NULL;
         RETURN QUERY
-          SELECT c.symbol, count(*) FILTER (WHERE c.reason IS NULL), 0::bigint, 0::bigint,
-                 count(*) FILTER (WHERE c.reason IS NOT NULL)
-          FROM pg_temp.bars_classified c GROUP BY c.symbol ORDER BY c.symbol;
+        WITH written AS (
+          INSERT INTO market.bars (symbol, interval, ts, open, high, low, close, volume, source)
+          SELECT c.symbol, c.interval, c.ts, c.open, c.high, c.low, c.close, c.volume, ingest_staged.source
+          FROM market.staged_bars() c
+          WHERE c.reason IS NULL
+          RETURNING bars.symbol
+        ), counts AS (
+          SELECT w.symbol, count(*) AS n FROM written w GROUP BY w.symbol
+        ), refused AS (
+          SELECT r.key AS symbol, r.value::bigint AS n FROM jsonb_each_text(_refused) r
+        )
+        SELECT nullif(coalesce(k.symbol, r.symbol), ''), coalesce(k.n, 0), 0::bigint, 0::bigint, coalesce(r.n, 0)
+        FROM counts k FULL JOIN refused r ON r.symbol = k.symbol
+        ORDER BY 1;
       ELSE
         RETURN QUERY
         WITH upserted AS (
           INSERT INTO market.bars AS b (symbol, interval, ts, open, high, low, close, volume, source)
           SELECT c.symbol, c.interval, c.ts, c.open, c.high, c.low, c.close, c.volume, ingest_staged.source
-          FROM pg_temp.bars_classified c
+          FROM market.staged_bars() c
           WHERE c.reason IS NULL
           ON CONFLICT ON CONSTRAINT bars_pkey DO UPDATE
             SET open = excluded.open, high = excluded.high, low = excluded.low, close = excluded.close,
@@ -121,14 +142,17 @@ BEGIN
           SELECT u.symbol, count(*) FILTER (WHERE u.is_insert) AS ins, count(*) FILTER (WHERE NOT u.is_insert) AS upd
           FROM upserted u GROUP BY u.symbol
         ), staged AS (
-          SELECT c.symbol, count(*) FILTER (WHERE c.reason IS NULL) AS valid,
-                 count(*) FILTER (WHERE c.reason IS NOT NULL) AS refused
-          FROM pg_temp.bars_classified c GROUP BY c.symbol
+          SELECT coalesce(upper(btrim(s.symbol)), '') AS symbol, count(*) AS n
+          FROM pg_temp.bars_staging s GROUP BY 1
+        ), refused AS (
+          SELECT r.key AS symbol, r.value::bigint AS n FROM jsonb_each_text(_refused) r
         )
-        SELECT k.symbol, coalesce(w.ins, 0), coalesce(w.upd, 0),
-               k.valid - coalesce(w.ins, 0) - coalesce(w.upd, 0), k.refused
-        FROM staged k LEFT JOIN written w ON w.symbol = k.symbol
-        ORDER BY k.symbol;
+        SELECT nullif(v.symbol, ''), coalesce(w.ins, 0), coalesce(w.upd, 0),
+               v.n - coalesce(r.n, 0) - coalesce(w.ins, 0) - coalesce(w.upd, 0), coalesce(r.n, 0)
+        FROM staged v
+        LEFT JOIN refused r ON r.symbol = v.symbol
+        LEFT JOIN written w ON w.symbol = v.symbol
+        ORDER BY 1;
       END IF;
       EXIT;
     EXCEPTION
@@ -139,23 +163,17 @@ BEGIN
         IF _attempt = 3 THEN
           RAISE;
         END IF;
-        UPDATE pg_temp.bars_classified c
-           SET reason = 'superseded by a later row for the same bar in this load'
-         WHERE c.reason IS NULL
-           AND EXISTS (SELECT 1 FROM pg_temp.bars_classified t
-                       WHERE t.symbol = c.symbol AND t.interval = c.interval AND t.ts = c.ts AND t.seq > c.seq
-                         AND t.reason IS NULL);
-        INSERT INTO market.rejected_bars (source, reason, symbol, interval, ts, open, high, low, close, volume)
-        SELECT ingest_staged.source, c.reason, c.raw_symbol, c.interval, c.ts, c.open, c.high, c.low, c.close,
-               c.volume
-        FROM pg_temp.bars_classified c
-        WHERE c.reason = 'superseded by a later row for the same bar in this load';
+        UPDATE pg_temp.bars_staging s
+           SET problem = _superseded
+         WHERE s.problem IS NULL
+           AND EXISTS (SELECT 1 FROM pg_temp.bars_staging t
+                       WHERE upper(btrim(t.symbol)) = upper(btrim(s.symbol)) AND t.interval = s.interval
+                         AND t.ts = s.ts AND t.seq > s.seq AND t.problem IS NULL);
     END;
   END LOOP;
   PERFORM set_config('pgtrade.ingest_validated', 'off', true);
   TRUNCATE pg_temp.bars_staging;
-  DROP TABLE pg_temp.bars_classified;
 END
 $$;
 COMMENT ON FUNCTION market.ingest_staged IS
-  'Validate the staged bars (market.bar_problem, known symbols), record rejects in market.rejected_bars, write the rest into market.bars (a changed bar replaces the old one; an identical one changes nothing). Returns counts per symbol.';
+  'Validate the staged bars (market.staged_bars: market.bar_problem, known symbols), record rejects in market.rejected_bars, write the rest into market.bars (a changed bar replaces the old one; an identical one changes nothing). Returns counts per symbol.';
