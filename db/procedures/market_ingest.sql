@@ -20,8 +20,11 @@ BEGIN
       raw      text,   -- the input line when the loader could not parse it
       problem  text    -- the loader's parse error, if any
     ) ON COMMIT DELETE ROWS;
-  ELSE
-    TRUNCATE pg_temp.bars_staging;
+  ELSIF EXISTS (SELECT 1 FROM pg_temp.bars_staging) THEN
+    -- leftovers of an earlier load in this transaction (rows vanish at commit otherwise). DELETE, not TRUNCATE:
+    -- TRUNCATE gives the table a new file, which invalidates every cached plan that reads it, and replanning
+    -- the ingest statements costs ~50 ms per call (a live feed commits a few bars at a time).
+    DELETE FROM pg_temp.bars_staging;
   END IF;
 END
 $$;
@@ -83,16 +86,17 @@ BEGIN
     ON CONFLICT ON CONSTRAINT instruments_pkey DO NOTHING;
   END IF;
 
-  -- Appending (no stored bar inside any staged series' time range) is the common case, for history and live
-  -- bars alike: then a plain INSERT does, at about two thirds of the cost of the upsert. Anything else, or a
-  -- concurrent load that races us, takes the upsert.
-  SELECT NOT EXISTS (
-    SELECT 1
-    FROM (SELECT upper(btrim(s.symbol)) AS symbol, s.interval, min(s.ts) AS lo, max(s.ts) AS hi
-          FROM pg_temp.bars_staging s GROUP BY 1, 2) r
-    WHERE EXISTS (SELECT 1 FROM market.bars b
-                  WHERE b.symbol = r.symbol AND b.interval = r.interval AND b.ts BETWEEN r.lo AND r.hi))
-  INTO _append_only;
+  -- Appending (every staged series starts after its latest stored bar) is the common case, for live bars and
+  -- new history alike: then a plain INSERT does, at about two thirds of the cost of the upsert. Anything else
+  -- (backfills, corrections), or a concurrent load that races us, takes the upsert. The probe is one backward
+  -- index step per series (chunk metadata on compressed chunks), not a range scan.
+  SELECT coalesce(bool_and(r.lo > coalesce(latest.ts, '-infinity')), true)
+  INTO _append_only
+  FROM (SELECT upper(btrim(s.symbol)) AS symbol, s.interval, min(s.ts) AS lo
+        FROM pg_temp.bars_staging s GROUP BY 1, 2) r
+  LEFT JOIN LATERAL (SELECT b.ts FROM market.bars b
+                     WHERE b.symbol = r.symbol AND b.interval = r.interval
+                     ORDER BY b.ts DESC LIMIT 1) latest ON true;
 
   -- The rows below are validated: the statement-level check on market.bars need not repeat it.
   PERFORM set_config('pgtrade.ingest_validated', 'on', true);
@@ -172,7 +176,7 @@ BEGIN
     END;
   END LOOP;
   PERFORM set_config('pgtrade.ingest_validated', 'off', true);
-  TRUNCATE pg_temp.bars_staging;
+  DELETE FROM pg_temp.bars_staging;  -- not TRUNCATE: see market.ingest_begin()
 END
 $$;
 COMMENT ON FUNCTION market.ingest_staged IS
