@@ -43,12 +43,11 @@ DECLARE
   _step record;
   _comm numeric;
   _fill trading.fills;
-  _cash numeric;
   _child record;
 BEGIN
   SELECT * INTO _o FROM trading.orders o WHERE o.id = apply_fill.order_id FOR UPDATE;
-  SELECT * INTO _a FROM trading.accounts a WHERE a.id = _o.account_id;
-  _now := trading.account_now(_a.id);
+  SELECT * INTO _a FROM trading.accounts a WHERE a.id = _o.account_id;  -- locked by the caller
+  _now := trading.account_clock(_a.clock_mode, _a.clock_ts);
   _d := CASE _o.side WHEN 'buy' THEN apply_fill.qty ELSE -apply_fill.qty END;
   _comm := trading.commission(_a.commission_rate, _a.commission_min, apply_fill.qty * apply_fill.price,
                               _o.filled_qty = 0);
@@ -59,49 +58,58 @@ BEGIN
   _pb := coalesce(_pb, 0);
   _step := trading.pnl_step(_pq, _pb, _d, apply_fill.price);
 
-  INSERT INTO trading.fills (order_id, account_id, symbol, side, qty, price, ref_price, commission, slippage,
-                             realized_pnl, bar_ts, ts)
-  VALUES (_o.id, _a.id, _o.symbol, _o.side, apply_fill.qty, apply_fill.price, apply_fill.ref_price, _comm,
-          abs(apply_fill.price - apply_fill.ref_price) * apply_fill.qty, _step.realized, apply_fill.bar_ts, _now)
-  RETURNING * INTO _fill;
-
-  INSERT INTO trading.positions AS p (account_id, symbol, allow_short, qty, cost_basis, realized_pnl, commissions,
-                                      last_price, last_price_at, opened_at, updated_at, closed_at)
-  VALUES (_a.id, _o.symbol, _a.allow_short, _step.new_qty, _step.new_cost_basis, _step.realized, _comm,
-          apply_fill.mark_price, _now, _now, _now, CASE WHEN _step.new_qty = 0 THEN _now END)
-  ON CONFLICT (account_id, symbol) DO UPDATE
-    SET qty = excluded.qty, cost_basis = excluded.cost_basis,
-        realized_pnl = p.realized_pnl + excluded.realized_pnl, commissions = p.commissions + excluded.commissions,
-        last_price = excluded.last_price, last_price_at = excluded.last_price_at,
-        opened_at = CASE WHEN excluded.qty <> 0 AND (p.qty = 0 OR sign(p.qty) <> sign(excluded.qty)) THEN excluded.opened_at ELSE p.opened_at END,
-        updated_at = excluded.updated_at,
-        closed_at = excluded.closed_at;
-  INSERT INTO trading.position_history (account_id, symbol, fill_id, ts, qty, cost_basis, realized_pnl)
-  SELECT p.account_id, p.symbol, _fill.id, _now, p.qty, p.cost_basis, p.realized_pnl
-  FROM trading.positions p WHERE p.account_id = _a.id AND p.symbol = _o.symbol;
-
-  UPDATE trading.accounts a
-     SET cash = a.cash - _d * apply_fill.price - _comm,
-         realized_pnl = a.realized_pnl + _step.realized,
-         commissions = a.commissions + _comm
-   WHERE a.id = _a.id
-  RETURNING a.cash INTO _cash;
-  INSERT INTO trading.cash_ledger (account_id, ts, cause, amount, balance, fill_id, order_id)
-  SELECT _a.id, _now, v.cause, v.amount, v.balance, _fill.id, _o.id
-  FROM (VALUES (_o.side, -_d * apply_fill.price, _cash + _comm, 1),
-               ('commission', -_comm, _cash, 2)) v(cause, amount, balance, n)
-  WHERE v.amount <> 0 OR v.n = 1
-  ORDER BY v.n;
-
-  UPDATE trading.orders o
-     SET filled_qty = o.filled_qty + apply_fill.qty,
-         avg_fill_price = round((coalesce(o.avg_fill_price, 0) * o.filled_qty + apply_fill.qty * apply_fill.price)
-                                / (o.filled_qty + apply_fill.qty), 10),
-         status = CASE WHEN o.filled_qty + apply_fill.qty = o.qty THEN 'filled' ELSE 'partially_filled' END,
-         closed_at = CASE WHEN o.filled_qty + apply_fill.qty = o.qty THEN _now END,
-         last_bar_ts = coalesce(apply_fill.bar_ts, o.last_bar_ts),
-         updated_at = _now
-   WHERE o.id = _o.id;
+  -- One statement (data-modifying CTEs) for the fill, the position and its history, cash and the cash ledger
+  -- and the order's progress: one executor start instead of seven, no re-read of the position just written.
+  WITH f AS (
+    INSERT INTO trading.fills (order_id, account_id, symbol, side, qty, price, ref_price, commission, slippage,
+                               realized_pnl, bar_ts, ts)
+    VALUES (_o.id, _a.id, _o.symbol, _o.side, apply_fill.qty, apply_fill.price, apply_fill.ref_price, _comm,
+            abs(apply_fill.price - apply_fill.ref_price) * apply_fill.qty, _step.realized, apply_fill.bar_ts, _now)
+    RETURNING *
+  ), pos AS (
+    INSERT INTO trading.positions AS p (account_id, symbol, allow_short, qty, cost_basis, realized_pnl, commissions,
+                                        last_price, last_price_at, opened_at, updated_at, closed_at)
+    VALUES (_a.id, _o.symbol, _a.allow_short, _step.new_qty, _step.new_cost_basis, _step.realized, _comm,
+            apply_fill.mark_price, _now, _now, _now, CASE WHEN _step.new_qty = 0 THEN _now END)
+    ON CONFLICT (account_id, symbol) DO UPDATE
+      SET qty = excluded.qty, cost_basis = excluded.cost_basis,
+          realized_pnl = p.realized_pnl + excluded.realized_pnl, commissions = p.commissions + excluded.commissions,
+          last_price = excluded.last_price, last_price_at = excluded.last_price_at,
+          opened_at = CASE WHEN excluded.qty <> 0 AND (p.qty = 0 OR sign(p.qty) <> sign(excluded.qty)) THEN excluded.opened_at ELSE p.opened_at END,
+          updated_at = excluded.updated_at,
+          closed_at = excluded.closed_at
+    RETURNING p.account_id, p.symbol, p.qty, p.cost_basis, p.realized_pnl
+  ), ph AS (
+    INSERT INTO trading.position_history (account_id, symbol, fill_id, ts, qty, cost_basis, realized_pnl)
+    SELECT pos.account_id, pos.symbol, f.id, _now, pos.qty, pos.cost_basis, pos.realized_pnl
+    FROM pos, f
+  ), acc AS (
+    UPDATE trading.accounts a
+       SET cash = a.cash - _d * apply_fill.price - _comm,
+           realized_pnl = a.realized_pnl + _step.realized,
+           commissions = a.commissions + _comm
+     WHERE a.id = _a.id
+    RETURNING a.cash
+  ), cl AS (
+    INSERT INTO trading.cash_ledger (account_id, ts, cause, amount, balance, fill_id, order_id)
+    SELECT _a.id, _now, v.cause, v.amount, v.balance, f.id, _o.id
+    FROM f, acc,
+         LATERAL (VALUES (_o.side, -_d * apply_fill.price, acc.cash + _comm, 1),
+                         ('commission', -_comm, acc.cash, 2)) v(cause, amount, balance, n)
+    WHERE v.amount <> 0 OR v.n = 1
+    ORDER BY v.n
+  ), ord AS (
+    UPDATE trading.orders o
+       SET filled_qty = o.filled_qty + apply_fill.qty,
+           avg_fill_price = round((coalesce(o.avg_fill_price, 0) * o.filled_qty + apply_fill.qty * apply_fill.price)
+                                  / (o.filled_qty + apply_fill.qty), 10),
+           status = CASE WHEN o.filled_qty + apply_fill.qty = o.qty THEN 'filled' ELSE 'partially_filled' END,
+           closed_at = CASE WHEN o.filled_qty + apply_fill.qty = o.qty THEN _now END,
+           last_bar_ts = coalesce(apply_fill.bar_ts, o.last_bar_ts),
+           updated_at = _now
+     WHERE o.id = _o.id
+  )
+  SELECT * INTO _fill FROM f;
   PERFORM trading.emit(_a.id, 'fill', _o.id, _now, jsonb_build_object(
     'fill_id', _fill.id, 'symbol', _o.symbol, 'side', _o.side, 'qty', apply_fill.qty, 'price', apply_fill.price,
     'source', _o.source, 'position', _step.new_qty));

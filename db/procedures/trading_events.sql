@@ -7,11 +7,15 @@ AS $$
 DECLARE
   _id bigint;
 BEGIN
-  INSERT INTO trading.events (account_id, kind, order_id, ts, payload)
-  VALUES (emit.account_id, emit.kind, emit.order_id, emit.ts, coalesce(emit.payload, '{}'))
-  RETURNING id INTO _id;
-  PERFORM pg_notify('pgtrade_events', json_build_object(
-    'id', _id, 'account_id', emit.account_id, 'kind', emit.kind, 'order_id', emit.order_id)::text);
+  -- one statement: the row and its NOTIFY
+  WITH e AS (
+    INSERT INTO trading.events (account_id, kind, order_id, ts, payload)
+    VALUES (emit.account_id, emit.kind, emit.order_id, emit.ts, coalesce(emit.payload, '{}'))
+    RETURNING id
+  )
+  SELECT e.id FROM e, pg_notify('pgtrade_events', json_build_object(
+    'id', e.id, 'account_id', emit.account_id, 'kind', emit.kind, 'order_id', emit.order_id)::text) n
+  INTO _id;
   RETURN _id;
 END
 $$;

@@ -38,7 +38,7 @@ BEGIN
     RAISE EXCEPTION 'unknown account %', coalesce(place_order.account_id::text, 'NULL') USING ERRCODE = 'TR013',
       DETAIL = 'no order was recorded', HINT = 'pass the id of an existing trading account';
   END IF;
-  _now := trading.account_now(_a.id);
+  _now := trading.account_clock(_a.clock_mode, _a.clock_ts);  -- the row is locked: no second read
 
   -- Idempotency: the same client_order_id returns the same order; different parameters are an error.
   IF place_order.client_order_id IS NOT NULL THEN
@@ -112,8 +112,10 @@ BEGIN
       ELSIF _a.max_price_age IS NOT NULL AND _now - _last_at > _a.max_price_age THEN
         _code := 'TR008'; _reason := format('last price of %s is from %s, older than %s', _sym, _last_at, _a.max_price_age);
       ELSE
-        _est := (trading.fill_rule('market', _side, NULL, NULL, false, place_order.qty, _inst.qty_step,
-                                   _a.slippage_bps, NULL, _last, _last, _last, 0)).price;
+        -- in FROM, so the SQL rule is inlined into this cached plan (as an expression it re-plans every call)
+        SELECT f.price INTO _est
+        FROM trading.fill_rule('market', _side, NULL, NULL, false, place_order.qty, _inst.qty_step,
+                               _a.slippage_bps, NULL, _last, _last, _last, 0) f;
       END IF;
     ELSIF _type = 'stop' THEN
       _est := round(place_order.stop_price * (1 + CASE _side WHEN 'buy' THEN 1 ELSE -1 END * _a.slippage_bps / 10000), 8);

@@ -16,27 +16,33 @@ COMMENT ON FUNCTION trading.commission IS
 -- average: the remaining basis is basis x remaining / qty (rounded to 10 places) and the realized P&L is
 -- defined from that figure, so cash + basis changes by exactly the realized P&L (the invariant is exact).
 -- Going through zero closes the whole position and opens the rest on the other side at the fill price.
+-- PL/pgSQL on purpose: a SQL function returning a record is never inlined, so it re-plans its SELECT on every
+-- call (~0.09 ms per fill); PL/pgSQL evaluates the same expressions with cached plans.
 CREATE OR REPLACE FUNCTION trading.pnl_step(
   qty numeric, cost_basis numeric, fill_qty numeric, price numeric,
   OUT new_qty numeric, OUT new_cost_basis numeric, OUT realized numeric)
 RETURNS record
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 AS $$
-  SELECT pnl_step.qty + pnl_step.fill_qty,
+BEGIN
+  new_qty := pnl_step.qty + pnl_step.fill_qty;
+  new_cost_basis :=
          CASE
            WHEN pnl_step.qty = 0 OR sign(pnl_step.qty) = sign(pnl_step.fill_qty)
              THEN pnl_step.cost_basis + pnl_step.fill_qty * pnl_step.price
            WHEN abs(pnl_step.fill_qty) < abs(pnl_step.qty)
              THEN round(pnl_step.cost_basis * (pnl_step.qty + pnl_step.fill_qty) / pnl_step.qty, 10)
            ELSE (pnl_step.qty + pnl_step.fill_qty) * pnl_step.price
-         END,
+         END;
+  realized :=
          CASE
            WHEN pnl_step.qty = 0 OR sign(pnl_step.qty) = sign(pnl_step.fill_qty) THEN 0
            WHEN abs(pnl_step.fill_qty) < abs(pnl_step.qty)
              THEN round(pnl_step.cost_basis * (pnl_step.qty + pnl_step.fill_qty) / pnl_step.qty, 10)
                   - pnl_step.cost_basis - pnl_step.fill_qty * pnl_step.price
            ELSE pnl_step.qty * pnl_step.price - pnl_step.cost_basis
-         END
+         END;
+END
 $$;
 COMMENT ON FUNCTION trading.pnl_step IS
   'The P&L rule (average cost): a position (qty, cost_basis) after a signed fill at price, and the realized P&L (gross of commission). Handles partial closes and flips through zero.';
