@@ -17,7 +17,7 @@ BEGIN
     RETURN false;  -- cancelled by an earlier event of this batch (OCO), or this bar already acted
   END IF;
   SELECT * INTO _a FROM trading.accounts a WHERE a.id = _o.account_id;  -- locked by the caller
-  _now := trading.account_now(_a.id);
+  _now := trading.account_clock(_a.clock_mode, _a.clock_ts);
   IF e.triggers AND NOT _o.triggered THEN
     UPDATE trading.orders o SET triggered = true, triggered_at = _now, last_bar_ts = e.bar_ts, updated_at = _now
      WHERE o.id = _o.id;
@@ -55,6 +55,24 @@ $$;
 COMMENT ON FUNCTION trading.execute_bar_event IS
   'Internal: apply one bar event to an order (stop trigger, then the fill through trading.apply_fill after the fill-time cash and position guards). The caller holds the account lock.';
 
+-- Can bars spanning [lo, hi] act on this resting order at all? The candidate rule of trading.match_orders, also
+-- used by the live bar trigger to skip match_orders when no resting order of a symbol is in reach (a scalar SQL
+-- function: inlined into both queries).
+CREATE OR REPLACE FUNCTION trading.may_act(type text, side text, triggered boolean, limit_price numeric,
+                                           stop_price numeric, lo numeric, hi numeric)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+  SELECT may_act.type <> 'market'
+     AND (may_act.type = 'stop' AND may_act.triggered
+          OR CASE WHEN may_act.type = 'limit' OR (may_act.type = 'stop_limit' AND may_act.triggered)
+                  THEN CASE may_act.side WHEN 'buy' THEN may_act.lo <= may_act.limit_price ELSE may_act.hi >= may_act.limit_price END
+                  ELSE CASE may_act.side WHEN 'buy' THEN may_act.hi >= may_act.stop_price ELSE may_act.lo <= may_act.stop_price END
+             END)
+$$;
+COMMENT ON FUNCTION trading.may_act IS
+  'Internal: whether bars whose lows and highs reach down to lo and up to hi can trigger or fill a resting order (the candidate rule; trading.fill_rule decides per bar).';
+
 CREATE OR REPLACE FUNCTION trading.match_orders(bars market.ohlcv[], account_id bigint DEFAULT NULL)
 RETURNS integer
 LANGUAGE plpgsql
@@ -85,12 +103,7 @@ BEGIN
       JOIN trading.accounts a ON a.id = o.account_id
       JOIN market.instruments i ON i.symbol = o.symbol
       WHERE CASE WHEN match_orders.account_id IS NULL THEN a.kind = 'live' ELSE a.id = match_orders.account_id END
-        AND o.type <> 'market'
-        AND (o.type = 'stop' AND o.triggered
-             OR CASE WHEN o.type = 'limit' OR (o.type = 'stop_limit' AND o.triggered)
-                     THEN CASE o.side WHEN 'buy' THEN ext.lo <= o.limit_price ELSE ext.hi >= o.limit_price END
-                     ELSE CASE o.side WHEN 'buy' THEN ext.hi >= o.stop_price ELSE ext.lo <= o.stop_price END
-                END)
+        AND trading.may_act(o.type, o.side, o.triggered, o.limit_price, o.stop_price, ext.lo, ext.hi)
     ), firsts AS (
       SELECT DISTINCT ON (c.id)
              ROW(c.id, c.account_id, b.ts, b.step, b.close, f.triggers, f.fill_qty, f.price, f.ref_price)::trading.bar_event AS ev
@@ -121,25 +134,39 @@ $$;
 COMMENT ON FUNCTION trading.match_orders IS
   'Match resting orders against a set of bars: of live accounts (account_id NULL) or of one account. A bar acts on an order only if it opens at or after the order''s acceptance (no look-ahead) and after the last bar that acted on it. Returns the number of fills.';
 
+-- The marking rule, in one place: open positions (of live accounts, or of one account) in these symbols take the
+-- close of that symbol's latest bar, never moving backwards in time.
+CREATE OR REPLACE FUNCTION trading.mark_latest(symbols text[], closes numeric[], close_ats timestamptz[],
+                                               account_id bigint DEFAULT NULL)
+RETURNS integer
+LANGUAGE sql
+AS $$
+  WITH upd AS (
+    UPDATE trading.positions p
+       SET last_price = l.close, last_price_at = l.close_at
+      FROM unnest(mark_latest.symbols, mark_latest.closes, mark_latest.close_ats) l(symbol, close, close_at),
+           trading.accounts a
+     WHERE p.symbol = l.symbol AND a.id = p.account_id AND p.qty <> 0
+       AND CASE WHEN mark_latest.account_id IS NULL THEN a.kind = 'live' ELSE a.id = mark_latest.account_id END
+       AND (p.last_price_at IS NULL OR p.last_price_at <= l.close_at)
+    RETURNING 1
+  )
+  SELECT count(*)::int FROM upd
+$$;
+COMMENT ON FUNCTION trading.mark_latest IS
+  'Internal: mark open positions (of live accounts, or of one account) in the given symbols to the given close and close time (the latest bar of each symbol), never backwards.';
+
 -- Mark positions to the latest of these bars (by close time), never backwards.
 CREATE OR REPLACE FUNCTION trading.mark_positions(bars market.ohlcv[], account_id bigint DEFAULT NULL)
 RETURNS integer
 LANGUAGE sql
 AS $$
-  WITH latest AS (
+  SELECT trading.mark_latest(array_agg(l.symbol), array_agg(l.close), array_agg(l.close_at), mark_positions.account_id)
+  FROM (
     SELECT DISTINCT ON (x.symbol) x.symbol, x.close, x.ts + iv.step AS close_at
     FROM unnest(mark_positions.bars) x JOIN market.intervals iv ON iv.code = x.interval
     ORDER BY x.symbol, x.ts + iv.step DESC, iv.step
-  ), upd AS (
-    UPDATE trading.positions p
-       SET last_price = l.close, last_price_at = l.close_at
-      FROM latest l, trading.accounts a
-     WHERE p.symbol = l.symbol AND a.id = p.account_id AND p.qty <> 0
-       AND CASE WHEN mark_positions.account_id IS NULL THEN a.kind = 'live' ELSE a.id = mark_positions.account_id END
-       AND (p.last_price_at IS NULL OR p.last_price_at <= l.close_at)
-    RETURNING 1
-  )
-  SELECT count(*)::int FROM upd
+  ) l
 $$;
 COMMENT ON FUNCTION trading.mark_positions IS
   'Mark open positions (of live accounts, or of one account) to the close of the latest of the given bars per symbol.';
