@@ -154,6 +154,7 @@ BEGIN
       SELECT c.id FROM trading.orders c
       WHERE c.account_id = _a.id AND c.symbol = _o.symbol AND c.side = _o.side
         AND c.source IN ('stop_loss', 'take_profit') AND c.status IN ('accepted', 'partially_filled')
+        AND c.type <> 'market'  -- bracket children are stop or limit orders (orders_resting_by_account)
     LOOP
       PERFORM trading.end_order(_child.id, 'cancelled', 'position reduced by order ' || _o.id);
     END LOOP;

@@ -100,6 +100,7 @@ BEGIN
              a.slippage_bps, a.volume_cap_pct, a.match_interval, i.qty_step
       FROM ext
       JOIN trading.orders o ON o.symbol = ext.symbol AND o.status IN ('accepted', 'partially_filled')
+                            AND o.type <> 'market'  -- orders_resting_by_symbol
       JOIN trading.accounts a ON a.id = o.account_id
       JOIN market.instruments i ON i.symbol = o.symbol
       WHERE CASE WHEN match_orders.account_id IS NULL THEN a.kind = 'live' ELSE a.id = match_orders.account_id END

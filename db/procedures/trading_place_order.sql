@@ -144,7 +144,9 @@ BEGIN
                                                       AND o.source NOT IN ('stop_loss', 'take_profit')), 0)
       INTO _reserved_cash, _reserved_sell
     FROM trading.orders o
-    WHERE o.account_id = _a.id AND o.status IN ('accepted', 'partially_filled');
+    -- resting orders only (orders_resting_by_account): a committed market order is never open, and this
+    -- account's own are not in flight (its row is locked)
+    WHERE o.account_id = _a.id AND o.status IN ('accepted', 'partially_filled') AND o.type <> 'market';
     _result_qty := _pos_qty + CASE _side WHEN 'buy' THEN place_order.qty ELSE -place_order.qty END;
 
     IF _a.max_order_value IS NOT NULL AND _value > _a.max_order_value THEN

@@ -19,18 +19,23 @@ DECLARE
   _closes numeric[];
   _close_ats timestamptz[];
 BEGIN
-  WITH nb AS MATERIALIZED (
-    -- bars at or after the watermark (as it was before this statement), of symbols live accounts trade or hold
+  WITH traded AS MATERIALIZED (
+    -- the statement's symbols that live accounts have resting orders in or hold: index probes per symbol, not a
+    -- scan of every open order and position (one bar of one symbol is the live feed's common case)
+    SELECT s.symbol FROM (SELECT DISTINCT n.symbol FROM new_bars n) s
+    WHERE EXISTS (SELECT FROM trading.orders o JOIN trading.accounts a ON a.id = o.account_id
+                  WHERE o.symbol = s.symbol AND o.status IN ('accepted', 'partially_filled') AND o.type <> 'market'
+                    AND a.kind = 'live')
+       OR EXISTS (SELECT FROM trading.positions p JOIN trading.accounts a ON a.id = p.account_id
+                  WHERE p.symbol = s.symbol AND p.qty <> 0 AND a.kind = 'live')
+  ), nb AS MATERIALIZED (
+    -- their bars at or after the watermark (as it was before this statement)
     SELECT n.symbol, n.interval, n.ts, n.open, n.high, n.low, n.close, n.volume, n.ts + iv.step AS close_at, iv.step
     FROM new_bars n
+    JOIN traded t ON t.symbol = n.symbol
     JOIN market.intervals iv ON iv.code = n.interval
     LEFT JOIN trading.live_watermarks w ON w.symbol = n.symbol AND w.interval = n.interval
     WHERE n.ts >= coalesce(w.ts, '-infinity')
-      AND n.symbol IN (SELECT o.symbol FROM trading.orders o JOIN trading.accounts a ON a.id = o.account_id
-                       WHERE o.status IN ('accepted', 'partially_filled') AND a.kind = 'live'
-                       UNION
-                       SELECT p.symbol FROM trading.positions p JOIN trading.accounts a ON a.id = p.account_id
-                       WHERE p.qty <> 0 AND a.kind = 'live')
   ), wm AS (
     INSERT INTO trading.live_watermarks AS w (symbol, interval, ts)
     SELECT nb.symbol, nb.interval, max(nb.ts) FROM nb GROUP BY nb.symbol, nb.interval
@@ -40,7 +45,8 @@ BEGIN
   ), in_reach AS (
     SELECT s.symbol FROM per_symbol s
     WHERE EXISTS (SELECT FROM trading.orders o JOIN trading.accounts a ON a.id = o.account_id
-                  WHERE o.symbol = s.symbol AND o.status IN ('accepted', 'partially_filled') AND a.kind = 'live'
+                  WHERE o.symbol = s.symbol AND o.status IN ('accepted', 'partially_filled') AND o.type <> 'market'
+                    AND a.kind = 'live'
                     AND trading.may_act(o.type, o.side, o.triggered, o.limit_price, o.stop_price, s.lo, s.hi))
   ), latest AS (
     -- the latest bar of each symbol by close time, the shorter interval on a tie (as trading.mark_positions)
