@@ -17,7 +17,8 @@ What it measures (issue 3 §8):
     volume for symbols no account trades is the baseline (the triggers exit early).
 (d) bar arrival to stop-loss fill: a position with a stop-loss child; one bar crossing the stop is ingested
     through pgtrade.ingest.ingest; client-side time from the call to its commit (the fill commits with the bar),
-    p50/p99 over --stops runs.
+    p50/p99 over --stops runs; beside it the same one-bar ingest of a symbol nobody trades (the ingest path's
+    own share).
 """
 
 from __future__ import annotations
@@ -204,15 +205,20 @@ def bench_ingest(url: str, symbols: int, per_symbol: int, batch: int) -> dict:
 
 def bench_stop_latency(url: str, runs: int) -> dict:
     base = (datetime.now(timezone.utc) - timedelta(minutes=2 * runs + 30)).replace(second=0, microsecond=0)
-    lat = []
+    lat, quiet = [], []
     with psycopg.connect(url, autocommit=True) as conn:
         instrument(conn, "BSL")
+        instrument(conn, "BSLQ")
         acct = new_account(conn, "bench-stop", clock=base)
         for i in range(runs):
             t = base + timedelta(minutes=2 * i)
             ingest(conn, [flat_bar("BSL", t)], source="bench")
             conn.execute("SELECT trading.advance_clock(%s, %s)", (acct, t + timedelta(minutes=1)))
             assert place(conn, acct, "BSL", "buy", 1, stop_loss="95")[0] == "filled"
+            # the same one-bar ingest for a symbol nobody trades: the ingest path's own share
+            t0 = time.perf_counter()
+            ingest(conn, [flat_bar("BSLQ", t + timedelta(minutes=1), price="100", low="90")], source="bench")
+            quiet.append(time.perf_counter() - t0)
             crossing = flat_bar("BSL", t + timedelta(minutes=1), price="100", low="90")
             t0 = time.perf_counter()
             ingest(conn, [crossing], source="bench")
@@ -222,7 +228,7 @@ def bench_stop_latency(url: str, runs: int) -> dict:
                               "AND status = 'filled'", (acct,)).fetchone()[0]
     if filled != runs:
         raise SystemExit(f"only {filled} of {runs} stop-losses filled")
-    return ms(lat) | {"stop_losses_filled": filled}
+    return ms(lat) | {"stop_losses_filled": filled, "baseline_one_bar_no_orders": ms(quiet)}
 
 
 def main() -> None:
