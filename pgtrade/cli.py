@@ -166,6 +166,8 @@ def _do_migrate() -> None:
     applied = ", ".join(report.applied) if report.applied else "none new"
     console.print(f"migrations applied: {applied} ({report.already} already applied); "
                   f"{report.repeatable} repeatable files re-applied", highlight=False)
+    if report.dropped:
+        console.print(f"dropped what no file defines any more: {', '.join(report.dropped)}", highlight=False)
 
 
 # ---------------------------------------------------------------------------------------------------- load
@@ -294,6 +296,7 @@ def _fmt_ts(ts: datetime | None) -> str:
 
 # Command modules register themselves on the groups above (imported last: they import this module).
 from . import cli_feeds  # noqa: E402,F401
+from . import cli_trading  # noqa: E402,F401
 
 if __name__ == "__main__":  # pragma: no cover
     main()

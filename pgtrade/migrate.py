@@ -30,6 +30,7 @@ class MigrationReport:
     applied: list[str] = field(default_factory=list)
     already: int = 0
     repeatable: int = 0
+    dropped: list[str] = field(default_factory=list)
 
 
 def numbered_files(db_dir: Path = DB_DIR) -> list[Path]:
@@ -89,11 +90,52 @@ def migrate(conn: psycopg.Connection, db_dir: Path = DB_DIR) -> MigrationReport:
         conn.execute("DROP SCHEMA IF EXISTS api CASCADE")
         conn.execute("CREATE SCHEMA api")
         conn.execute("COMMENT ON SCHEMA api IS 'pgtrade REST API (PostgREST exposes only this schema)'")
+        started = conn.execute("SELECT (pg_current_xact_id()::text::bigint % 4294967296)::text").fetchone()[0]
         for path in files:
             _run_file(conn, path, db_dir)
+        report.dropped = _drop_stale(conn, started)
         conn.execute("NOTIFY pgrst, 'reload schema'")
     report.repeatable = len(files)
     return report
+
+
+# Functions and triggers the repeatable files define, in the project's schemas. The runner remembers what the last
+# run defined (ops.repeatable_objects) and drops what a file no longer defines: a renamed trigger would otherwise
+# keep firing, and a function whose signature changed would leave its old overload behind. Objects of numbered
+# migrations never enter the list, so they are never dropped here.
+_PROJECT_SCHEMAS = ["market", "trading", "ml", "backtest", "ops"]
+_DEFINED_NOW = """
+    SELECT 'function', p.oid::regprocedure::text
+    FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+    WHERE n.nspname = ANY(%(schemas)s) AND age(p.xmin) <= age(%(started)s::xid)
+    UNION ALL
+    SELECT 'trigger', format('%%I ON %%s', t.tgname, t.tgrelid::regclass)
+    FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE NOT t.tgisinternal AND n.nspname = ANY(%(schemas)s) AND age(t.xmin) <= age(%(started)s::xid)
+"""
+
+
+def _drop_stale(conn: psycopg.Connection, started: str) -> list[str]:
+    conn.execute("""CREATE TABLE IF NOT EXISTS ops.repeatable_objects (
+                        kind     text NOT NULL,
+                        identity text NOT NULL,
+                        PRIMARY KEY (kind, identity))""")
+    params = {"schemas": _PROJECT_SCHEMAS, "started": started}
+    now = set(conn.execute(_DEFINED_NOW, params).fetchall())
+    before = set(conn.execute("SELECT kind, identity FROM ops.repeatable_objects").fetchall())
+    dropped = []
+    for kind, identity in sorted(before - now, reverse=True):  # triggers before the functions they call
+        try:
+            with conn.transaction():
+                conn.execute(f"DROP {kind.upper()} IF EXISTS {identity}")
+        except psycopg.Error as exc:
+            raise MigrationError(f"cannot drop {kind} {identity}, which no repeatable file defines any more: "
+                                 f"{exc.diag.message_primary}") from exc
+        dropped.append(f"{kind} {identity}")
+    conn.execute("DELETE FROM ops.repeatable_objects")
+    with conn.cursor() as cur:
+        cur.executemany("INSERT INTO ops.repeatable_objects (kind, identity) VALUES (%s, %s)", sorted(now))
+    return dropped
 
 
 def pending(conn: psycopg.Connection, db_dir: Path = DB_DIR) -> list[str]:

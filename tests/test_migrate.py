@@ -92,3 +92,34 @@ def test_server_without_timescaledb_gets_one_clear_error_before_anything_is_crea
             assert conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'").fetchone()[0] == 0
     finally:
         cluster.destroy()
+
+
+def test_objects_a_repeatable_file_no_longer_defines_are_dropped(scratch_db, tmp_path):
+    db_dir = _copy_db_dir(tmp_path)
+    extra = db_dir / "procedures" / "zz_probe.sql"
+    extra.write_text(
+        "CREATE OR REPLACE FUNCTION ops.probe(x int) RETURNS int LANGUAGE sql AS $$ SELECT x $$;\n"
+        "CREATE OR REPLACE FUNCTION ops.tg_probe() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NULL; END$$;\n"
+        "CREATE OR REPLACE TRIGGER _900_probe AFTER INSERT ON market.instruments\n"
+        "  FOR EACH STATEMENT EXECUTE FUNCTION ops.tg_probe();\n")
+    with psycopg.connect(scratch_db, autocommit=True) as conn:
+        migrate(conn, db_dir)
+        assert conn.execute("SELECT to_regprocedure('ops.probe(int)')").fetchone()[0] is not None
+        # the signature changes and the trigger is renamed
+        extra.write_text(
+            "CREATE OR REPLACE FUNCTION ops.probe(x bigint) RETURNS bigint LANGUAGE sql AS $$ SELECT x $$;\n"
+            "CREATE OR REPLACE FUNCTION ops.tg_probe() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NULL; END$$;\n"
+            "CREATE OR REPLACE TRIGGER _901_probe AFTER INSERT ON market.instruments\n"
+            "  FOR EACH STATEMENT EXECUTE FUNCTION ops.tg_probe();\n")
+        report = migrate(conn, db_dir)
+        assert "function ops.probe(integer)" in report.dropped
+        assert "trigger _900_probe ON market.instruments" in report.dropped
+        assert conn.execute("SELECT to_regprocedure('ops.probe(int)')").fetchone()[0] is None
+        assert conn.execute("SELECT to_regprocedure('ops.probe(bigint)')").fetchone()[0] is not None
+        triggers = {r[0] for r in conn.execute(
+            "SELECT tgname FROM pg_trigger WHERE tgrelid = 'market.instruments'::regclass AND NOT tgisinternal")}
+        assert "_901_probe" in triggers and "_900_probe" not in triggers
+        # objects of numbered migrations are never touched
+        assert "_100_refuse_delete_with_bars" in triggers
+        assert conn.execute("SELECT to_regprocedure('market.is_valid_symbol(text)')").fetchone()[0] is not None
+        assert migrate(conn, db_dir).dropped == []
