@@ -1,10 +1,16 @@
 -- The one place that changes positions, cash and realized P&L: trading.apply_fill. Callers hold the account
 -- row lock (SELECT ... FOR UPDATE), so fills of one account are serialized.
+-- The internal functions that both place_order (the caller's search_path) and the live bar trigger (SECURITY
+-- DEFINER with search_path pg_catalog, pg_temp) call pin their own search_path: PostgreSQL re-plans a cached plan
+-- when the search_path differs from the one it was planned under, so a session that both places orders and
+-- ingests bars re-planned every statement of the fill path at each switch (measured: 1.3 ms of a 4.6 ms
+-- bar-to-stop-loss fill). Everything in them is schema-qualified.
 
 -- Close an open order as cancelled or expired (no lock on the account needed: no cash moves).
 CREATE OR REPLACE FUNCTION trading.end_order(order_id bigint, status text, reason text)
 RETURNS trading.orders
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp  -- its own path: cached plans survive callers with different paths
 AS $$
 DECLARE
   _o trading.orders;
@@ -32,6 +38,7 @@ CREATE OR REPLACE FUNCTION trading.apply_fill(
   bar_ts timestamptz DEFAULT NULL)
 RETURNS trading.fills
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp  -- its own path: cached plans survive callers with different paths
 AS $$
 DECLARE
   _o trading.orders;

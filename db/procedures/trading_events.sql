@@ -3,6 +3,7 @@ CREATE OR REPLACE FUNCTION trading.emit(
   account_id bigint, kind text, order_id bigint, ts timestamptz, payload jsonb DEFAULT '{}')
 RETURNS bigint
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp  -- its own path: cached plans survive callers with different paths
 AS $$
 DECLARE
   _id bigint;

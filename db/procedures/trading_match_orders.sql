@@ -4,6 +4,7 @@
 CREATE OR REPLACE FUNCTION trading.execute_bar_event(e trading.bar_event)
 RETURNS boolean
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp  -- its own path: cached plans survive callers with different paths
 AS $$
 DECLARE
   _o trading.orders;
@@ -76,6 +77,7 @@ COMMENT ON FUNCTION trading.may_act IS
 CREATE OR REPLACE FUNCTION trading.match_orders(bars market.ohlcv[], account_id bigint DEFAULT NULL)
 RETURNS integer
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp  -- its own path: cached plans survive callers with different paths
 AS $$
 DECLARE
   _events trading.bar_event[];

@@ -2,6 +2,7 @@
 CREATE OR REPLACE FUNCTION trading.tg_orders__record_history()
 RETURNS trigger
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp  -- its own path: cached plans survive callers with different paths
 AS $$
 BEGIN
   INSERT INTO trading.order_history (order_id, ts, status, filled_qty, reason)
