@@ -276,14 +276,16 @@ def test_entrypoint_prepares_the_cluster_then_serves_in_the_foreground(tmp_path)
         proc = _start_entrypoint(env, base / "first.log")
         try:
             out = _wait_for(base / "first.log", proc, "database system is ready to accept connections")
-            assert "no role authenticator yet" in out
+            # migration 0010 creates the API roles, so the first start already sets the login's password
+            assert "password of role authenticator set" in out and "no role authenticator yet" not in out
             # exec all the way down: the process we started is the postmaster, running as postgres
             assert Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")[0].endswith(b"/bin/postgres")
             assert Path(f"/proc/{proc.pid}").stat().st_uid != 0
             with psycopg.connect(url, autocommit=True) as conn:
                 assert conn.execute("SELECT count(*) > 0 FROM ops.schema_migrations").fetchone()[0]
                 assert conn.execute("SHOW cron.database_name").fetchone()[0] == "pgtrade_docker"
-                conn.execute("CREATE ROLE authenticator LOGIN NOINHERIT")  # as the API migration will
+                assert conn.execute("SELECT rolcanlogin AND NOT rolinherit FROM pg_roles "
+                                    "WHERE rolname = 'authenticator'").fetchone()[0]
         finally:
             assert _stop(proc) == 0
         assert "host all all all scram-sha-256" in (base / "home" / "data" / "pg_hba.conf").read_text()

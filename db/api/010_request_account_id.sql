@@ -1,0 +1,54 @@
+-- Which account a request acts on. PostgREST puts the JWT claims in request.jwt.claims and switches to the JWT's
+-- role with SET LOCAL ROLE; inside this SECURITY DEFINER function current_user is the owner, but the role setting
+-- still names the caller's role ('none' outside PostgREST: then the session user, e.g. psql's superuser).
+CREATE OR REPLACE FUNCTION api.request_account_id(account text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  _role name := CASE WHEN current_setting('role') = 'none' THEN session_user
+                     ELSE current_setting('role')::name END;
+  _claim text := nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'account';
+  _name text;
+  _id bigint;
+BEGIN
+  IF pg_has_role(_role, 'pgtrade_admin', 'USAGE') THEN
+    _name := coalesce(request_account_id.account, _claim);
+    IF _name IS NULL THEN
+      RAISE EXCEPTION 'no account given' USING ERRCODE = 'TR013',
+        HINT = 'pass the account name (argument account), or put the claim "account" in the token';
+    END IF;
+    SELECT a.id INTO _id FROM trading.accounts a WHERE a.name = _name;
+    IF NOT FOUND THEN
+      RAISE EXCEPTION 'unknown account %', quote_literal(_name) USING ERRCODE = 'TR013',
+        HINT = 'pass the name of an existing trading account';
+    END IF;
+    RETURN _id;
+  END IF;
+  IF NOT pg_has_role(_role, 'trader', 'USAGE') THEN
+    RAISE EXCEPTION 'role % has no trading account', _role USING ERRCODE = '42501',
+      HINT = 'send a trader token: {"role": "trader", "account": "<account name>"}';
+  END IF;
+  IF _claim IS NULL THEN
+    RAISE EXCEPTION 'the token names no trading account' USING ERRCODE = '28000',
+      HINT = 'a trader token carries the claim "account": "<account name>" (docker/make_jwt.py --account NAME)';
+  END IF;
+  SELECT a.id INTO _id FROM trading.accounts a WHERE a.name = _claim;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'the token''s account % does not exist', quote_literal(_claim) USING ERRCODE = '28000',
+      HINT = 'ask an administrator to create the account (trading.create_account)';
+  END IF;
+  IF request_account_id.account IS NOT NULL AND request_account_id.account IS DISTINCT FROM _claim THEN
+    RAISE EXCEPTION 'a trader acts only on its own account' USING ERRCODE = '42501',
+      DETAIL = format('the token names %s, the request %s', quote_literal(_claim),
+                      quote_literal(request_account_id.account)),
+      HINT = 'leave out the account argument';
+  END IF;
+  RETURN _id;
+END
+$$;
+REVOKE ALL ON FUNCTION api.request_account_id(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION api.request_account_id(text) TO trader, pgtrade_admin;
+COMMENT ON FUNCTION api.request_account_id(text) IS
+  'The id of the trading account this request acts on. trader: the account named by the JWT claim "account" (403 when the token names none or an unknown one; 403 when another account is asked for). pgtrade_admin: the account argument, else the claim (TR013 when neither names an existing account).';

@@ -1,0 +1,10 @@
+CREATE VIEW api.snapshots WITH (security_barrier) AS
+SELECT s.account_id, a.name AS account, s.ts, s.cash, s.positions_value, s.total_value, s.realized_pnl,
+       s.unrealized_pnl, s.commissions, s.peak_value, s.drawdown
+FROM trading.portfolio_snapshots s
+JOIN trading.accounts a ON a.id = s.account_id
+WHERE CASE WHEN pg_catalog.pg_has_role(CURRENT_USER, 'pgtrade_admin', 'USAGE') THEN true
+           ELSE s.account_id = (SELECT api.request_account_id()) END;
+GRANT SELECT ON api.snapshots TO trader, pgtrade_admin;
+COMMENT ON VIEW api.snapshots IS 'Portfolio value over time (every minute for live accounts), with peak and drawdown. A trader sees its own account.';
+COMMENT ON COLUMN api.snapshots.drawdown IS 'Fraction below the highest total_value seen so far (0 at a peak).';
