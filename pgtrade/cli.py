@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import sys
 from datetime import datetime, timezone
 
@@ -17,8 +18,10 @@ from . import cluster as cluster_mod
 from .db import connect, database_url, external_server, redact
 from .errors import PgtradeError
 
-console = Console()
-err_console = Console(stderr=True)
+# Not on a terminal (a pipe, a log file, CI), rich would wrap tables at 80 columns: use $COLUMNS or 160 there.
+_width = None if sys.stdout.isatty() else shutil.get_terminal_size((160, 24)).columns
+console = Console(width=_width)
+err_console = Console(stderr=True, width=_width)
 
 
 def user_errors(fn):

@@ -1,12 +1,60 @@
 #!/usr/bin/env bash
-# The main job: set up, start the database, migrate, load the bundled real history, and show what is there.
+# The main job: the whole platform on real and live data.
+#  1. set up, start the database, migrate (TimescaleDB, pg_cron, PL/Python)
+#  2. load the bundled real history (S&P 500, NASDAQ, GOOG, GOOGL, EUR/USD) through the ingest path
+#  3. run a live feed: ten synthetic instruments calibrated on the S&P 500, each minute's bar updated several times
+#  4. trade on the default live account: market orders, a bracket (stop-loss + take-profit), a resting limit,
+#     a rejected order (recorded with its reason) -- from the CLI and from psql calling the procedures directly
+#  5. keep the feed running: new bars fire resting orders and mark positions to market (triggers)
+#  6. show orders, positions, portfolio and P&L, and the events the trading core emitted
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/setup.sh"
 venv="${PGTRADE_VENV:-$([ "$(id -u)" = 0 ] && echo /opt/pgtrade/venv || echo "$root/.venv")}"
 export PATH="$venv/bin:$PATH"
 cd "$root"
+symbols=SYN00,SYN01,SYN02,SYN03,SYN04,SYN05,SYN06,SYN07,SYN08,SYN09
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+step "database"
 pgtrade db up
 pgtrade db status
+
+step "bundled real history"
 pgtrade load sample
 pgtrade summary
+
+step "live feed: 10 synthetic instruments, 20 simulated minutes at 60x (the last bar ends now)"
+pgtrade stream --source synthetic --symbols "$symbols" --speed 60 --duration 20 --seed 7
+
+step "orders from the CLI (about \$4,000 each, sized from the last price)"
+qty() { pgtrade db psql -X -A -t -c "SELECT floor(4000 / price) FROM market.price_at('$1', now())"; }
+q0=$(qty SYN00)
+pgtrade order buy SYN00 "$q0" --client-id demo-1 || true
+pgtrade order buy SYN00 "$q0" --client-id demo-1 || true   # the same client id: the same order, not a second one
+pgtrade order buy SYN02 1000000 --client-id demo-2 || true  # far too large: rejected by the risk rules, recorded
+
+step "orders from psql: a bracket around the last price and a resting limit just below it"
+pgtrade db psql -X -q -v ON_ERROR_STOP=1 <<'SQL'
+SELECT o.id, o.symbol, o.side, o.type, o.qty, o.stop_loss, o.take_profit, o.status, o.reject_code
+FROM market.price_at('SYN01', now()) p,
+     trading.place_order((SELECT id FROM trading.accounts WHERE name = 'default'), 'SYN01', 'buy',
+                         floor(4000 / p.price), stop_loss => round(p.price * 0.999, 2),
+                         take_profit => round(p.price * 1.001, 2), client_order_id => 'demo-3') o;
+SELECT o.id, o.symbol, o.side, o.type, o.qty, o.limit_price, o.status
+FROM market.price_at('SYN03', now()) p,
+     trading.place_order((SELECT id FROM trading.accounts WHERE name = 'default'), 'SYN03', 'buy',
+                         floor(4000 / p.price), 'limit', limit_price => round(p.price * 0.9995, 2), tif => 'gtc',
+                         client_order_id => 'demo-4') o;
+SQL
+
+step "the feed goes on in real time for 75 s: new bars fire resting orders and mark positions to market"
+pgtrade stream --source synthetic --symbols "$symbols" --speed 1 --duration 75 --seed 7
+
+step "orders, positions, portfolio"
+pgtrade orders --status all
+pgtrade positions
+pgtrade portfolio
+
+step "the last trading events (outbox, also sent with NOTIFY pgtrade_events)"
+pgtrade db psql -X -q -c "SELECT id, kind, order_id, payload->>'symbol' AS symbol, created_at FROM trading.events ORDER BY id DESC LIMIT 12"
