@@ -29,7 +29,19 @@ $$;
 COMMENT ON FUNCTION market.resample IS
   'OHLCV bars of symbol resampled from source_interval (default 1m) to target_interval with time_bucket, over [from_ts, to_ts).';
 
--- Coarser bars when none are stored at the asked interval: continuous aggregates for 5m/1h/1d, else resampled.
+-- The three continuous aggregates as one relation, labelled with their interval. A reader that filters on
+-- "interval" only touches the matching aggregate (the others become one-time filters that skip them).
+CREATE OR REPLACE VIEW market.bar_rollups AS
+  SELECT r.symbol, '5m'::text AS "interval", r.ts, r.open, r.high, r.low, r.close, r.volume, r.bars
+  FROM market.bars_5m r
+  UNION ALL
+  SELECT r.symbol, '1h'::text, r.ts, r.open, r.high, r.low, r.close, r.volume, r.bars FROM market.bars_1h r
+  UNION ALL
+  SELECT r.symbol, '1d'::text, r.ts, r.open, r.high, r.low, r.close, r.volume, r.bars FROM market.bars_1d r;
+COMMENT ON VIEW market.bar_rollups IS
+  'market.bars_5m, bars_1h and bars_1d (continuous aggregates of 1-minute bars, real-time) with their interval code; bars = 1-minute bars behind each row.';
+
+-- Coarser bars when none are stored at the asked interval: the continuous aggregates for 5m/1h/1d, else resampled.
 CREATE OR REPLACE FUNCTION market.rollup_between(
   symbol text, bar_interval text, from_ts timestamptz, to_ts timestamptz)
 RETURNS SETOF market.ohlcv
@@ -37,20 +49,11 @@ LANGUAGE plpgsql STABLE
 AS $$
 BEGIN
   PERFORM market.interval_step(rollup_between.bar_interval);  -- SQLSTATE 22023 for an unknown interval
-  IF rollup_between.bar_interval = '5m' THEN
+  IF rollup_between.bar_interval IN ('5m', '1h', '1d') THEN
     RETURN QUERY
-      SELECT r.symbol, '5m'::text, r.ts, r.open, r.high, r.low, r.close, r.volume FROM market.bars_5m r
-      WHERE r.symbol = rollup_between.symbol AND r.ts >= rollup_between.from_ts AND r.ts < rollup_between.to_ts
-      ORDER BY r.ts;
-  ELSIF rollup_between.bar_interval = '1h' THEN
-    RETURN QUERY
-      SELECT r.symbol, '1h'::text, r.ts, r.open, r.high, r.low, r.close, r.volume FROM market.bars_1h r
-      WHERE r.symbol = rollup_between.symbol AND r.ts >= rollup_between.from_ts AND r.ts < rollup_between.to_ts
-      ORDER BY r.ts;
-  ELSIF rollup_between.bar_interval = '1d' THEN
-    RETURN QUERY
-      SELECT r.symbol, '1d'::text, r.ts, r.open, r.high, r.low, r.close, r.volume FROM market.bars_1d r
-      WHERE r.symbol = rollup_between.symbol AND r.ts >= rollup_between.from_ts AND r.ts < rollup_between.to_ts
+      SELECT r.symbol, r.interval, r.ts, r.open, r.high, r.low, r.close, r.volume FROM market.bar_rollups r
+      WHERE r.interval = rollup_between.bar_interval AND r.symbol = rollup_between.symbol
+        AND r.ts >= rollup_between.from_ts AND r.ts < rollup_between.to_ts
       ORDER BY r.ts;
   ELSIF rollup_between.bar_interval <> '1m' THEN
     RETURN QUERY SELECT * FROM market.resample(rollup_between.symbol, rollup_between.bar_interval,
@@ -59,7 +62,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION market.rollup_between IS
-  'Bars over [from_ts, to_ts) rolled up from 1-minute bars: the continuous aggregates for 5m/1h/1d, market.resample for other intervals.';
+  'Bars over [from_ts, to_ts) rolled up from 1-minute bars: the continuous aggregates for 5m/1h/1d (market.bar_rollups), market.resample for other intervals.';
 
 -- A plain SQL function so the planner inlines it: the stored-bars branch then plans like a direct query on the
 -- hypertable (chunk exclusion, ordered append, no tuplestore), which is the hot path. An unknown interval has no
