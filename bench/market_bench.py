@@ -20,11 +20,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import random
 import statistics
-import subprocess
 import sys
 import time
 from datetime import datetime, timedelta, timezone
@@ -33,29 +30,13 @@ from pathlib import Path
 
 import psycopg
 import psycopg.sql
+from _common import machine, pct, scratch_database
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from loaders.sample import load_sample, register_instrument  # noqa: E402
-from pgtrade.ingest import Bar, ingest, refresh_rollups  # noqa: E402
-from pgtrade.migrate import migrate  # noqa: E402
+from loaders.sample import load_sample, register_instrument
+from pgtrade.ingest import _COPY, _TYPES, Bar, _row, ingest, refresh_rollups
 
 BENCH_DB = "pgtrade_bench"
 START = datetime(2024, 1, 2, 14, 30, tzinfo=timezone.utc)
-
-
-def server_url() -> str:
-    url = os.environ.get("PGTRADE_DATABASE_URL")
-    if url:
-        return url
-    return subprocess.run([sys.executable, "-m", "pgtrade.cli", "db", "url"], capture_output=True, text=True,
-                          check=True, cwd=ROOT).stdout.strip()
-
-
-def with_db(url: str, dbname: str) -> str:
-    info = psycopg.conninfo.conninfo_to_dict(url) | {"dbname": dbname}
-    return psycopg.conninfo.make_conninfo(**info)
 
 
 def session_minutes(n: int) -> list[datetime]:
@@ -83,12 +64,6 @@ def make_bars(symbols: list[str], per_symbol: int, seed: int = 7) -> list[Bar]:
                             low=Decimal(f"{low:.4f}"), close=Decimal(f"{c:.4f}"), volume=rng.randint(100, 50_000)))
             price = c
     return bars
-
-
-def pct(values: list[float], p: float) -> float:
-    s = sorted(values)
-    k = min(len(s) - 1, max(0, round(p / 100 * (len(s) - 1))))
-    return s[k]
 
 
 def timed_runs(fn, runs: int) -> dict:
@@ -144,17 +119,8 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the scratch database")
     args = ap.parse_args()
 
-    admin = server_url()
-    results: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                                 "python": platform.python_version()}}
-    with psycopg.connect(admin, autocommit=True) as conn:
-        results["machine"]["server"] = conn.execute("SHOW server_version").fetchone()[0]
-        conn.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {BENCH_DB}")
-    url = with_db(admin, BENCH_DB)
-    try:
-        with psycopg.connect(url, autocommit=True) as conn:
-            migrate(conn)
+    results: dict = {"machine": machine()}
+    with scratch_database(BENCH_DB, keep=args.keep) as url:
         symbols = [f"BENCH{i:02d}" for i in range(args.symbols)]
         with psycopg.connect(url) as conn:
             for sym in symbols:
@@ -189,8 +155,6 @@ def main() -> None:
             for start in range(0, n, 200_000):
                 with conn.transaction(), conn.cursor() as cur:
                     cur.execute("SELECT market.ingest_begin()")
-                    from pgtrade.ingest import _COPY, _TYPES, _row
-
                     with cur.copy(_COPY) as cp:
                         cp.set_types(_TYPES)
                         for b in bars[start:start + 200_000]:
@@ -274,10 +238,6 @@ def main() -> None:
                 "client": timed_runs(lambda: conn.execute(q, (sym, "1m", *year)).fetchall(), args.runs),
                 "server": server_ms(conn, q, (sym, "1m", *year), args.runs),
                 "wire": wire_ms(conn, q.replace("%s", "{}"), (sym, "1m", *year), args.runs)}
-    finally:
-        if not args.keep:
-            with psycopg.connect(admin, autocommit=True) as conn:
-                conn.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
     print(json.dumps(results, indent=2, default=float))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(results, indent=2, default=float))

@@ -25,25 +25,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import random
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from datetime import datetime, timedelta, timezone
-from decimal import Decimal
 from pathlib import Path
 
 import psycopg
+from _common import machine, pct, scratch_database
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from pgtrade.ingest import Bar, ingest  # noqa: E402
-from pgtrade.migrate import migrate  # noqa: E402
+from pgtrade.ingest import Bar, ingest
 
 BENCH_DB = "pgtrade_trading_bench"
 RISK = json.dumps({"max_position_pct": 100000, "max_gross_leverage": 1000})
@@ -51,24 +43,6 @@ RISK = json.dumps({"max_position_pct": 100000, "max_gross_leverage": 1000})
 # until autovacuum's next analyze; measured that way, the OCO sibling lookup and the trigger's open-order probe
 # full-scan an open-order partial index (0.5 ms each per stop-loss bar). (c) and (d) measure the steady state.
 ANALYZE = "ANALYZE trading.orders, trading.positions, trading.accounts"
-
-
-def server_url() -> str:
-    url = os.environ.get("PGTRADE_DATABASE_URL")
-    if url:
-        return url
-    return subprocess.run([sys.executable, "-m", "pgtrade.cli", "db", "url"], capture_output=True, text=True,
-                          check=True, cwd=ROOT).stdout.strip()
-
-
-def with_db(url: str, dbname: str) -> str:
-    info = psycopg.conninfo.conninfo_to_dict(url) | {"dbname": dbname}
-    return psycopg.conninfo.make_conninfo(**info)
-
-
-def pct(values: list[float], p: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
 
 
 def ms(values: list[float]) -> dict:
@@ -249,17 +223,8 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the scratch database")
     args = ap.parse_args()
 
-    admin = server_url()
-    res: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                             "python": platform.python_version()}}
-    with psycopg.connect(admin, autocommit=True) as conn:
-        res["machine"]["server"] = conn.execute("SHOW server_version").fetchone()[0]
-        conn.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {BENCH_DB}")
-    url = with_db(admin, BENCH_DB)
-    try:
-        with psycopg.connect(url, autocommit=True) as conn:
-            migrate(conn)
+    res: dict = {"machine": machine()}
+    with scratch_database(BENCH_DB, keep=args.keep) as url:
         res["place_order_latency"] = bench_place_order(url, args.orders)
         print("(a) place_order, market, 1 client:", res["place_order_latency"], flush=True)
         res["place_order_throughput"] = bench_throughput(url, args.per_client)
@@ -268,10 +233,6 @@ def main() -> None:
         print("(c) bar ingest:", res["ingest_with_orders"], flush=True)
         res["bar_to_stop_loss_fill"] = bench_stop_latency(url, args.stops)
         print("(d) bar arrival -> stop-loss fill committed:", res["bar_to_stop_loss_fill"], flush=True)
-    finally:
-        if not args.keep:
-            with psycopg.connect(admin, autocommit=True) as conn:
-                conn.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(res, indent=2, default=str))
     print(json.dumps(res, indent=2, default=str))
