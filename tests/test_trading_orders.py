@@ -289,6 +289,11 @@ def test_bracket_children_and_oco(db, mkt):
     assert st == {"take_profit": "filled", "stop_loss": "cancelled"}
     assert position(db, a, "TRDA")["qty"] == 0 and position(db, a, "TRDA")["realized_pnl"] == 100
     check_invariants(db, a)
+    # every event names its symbol, children's acceptance and the OCO cancel included
+    kinds = db.execute("SELECT kind, payload->>'symbol' FROM trading.events WHERE account_id = %s ORDER BY id",
+                       (a,)).fetchall()
+    assert {k for k, _ in kinds} >= {"order_accepted", "fill", "order_cancelled"}
+    assert all(sym == "TRDA" for _, sym in kinds), kinds
 
 
 def test_stop_loss_child_fills_on_a_gap_and_cancels_take_profit(db, mkt):

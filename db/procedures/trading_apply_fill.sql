@@ -26,7 +26,8 @@ BEGIN
    WHERE o.id = _o.id
   RETURNING * INTO _o;
   PERFORM trading.emit(_o.account_id, CASE end_order.status WHEN 'expired' THEN 'order_expired' ELSE 'order_cancelled' END,
-                       _o.id, _now, jsonb_build_object('reason', end_order.reason, 'filled_qty', _o.filled_qty));
+                       _o.id, _now, jsonb_build_object('symbol', _o.symbol, 'reason', end_order.reason,
+                                                       'filled_qty', _o.filled_qty));
   RETURN _o;
 END
 $$;
@@ -134,10 +135,11 @@ BEGIN
         FROM (VALUES ('stop_loss', 'stop', NULL::numeric, _o.stop_loss),
                      ('take_profit', 'limit', _o.take_profit, NULL::numeric)) k(source, type, lim, stp)
         WHERE coalesce(k.lim, k.stp) IS NOT NULL
-        RETURNING id, source
+        RETURNING orders.id, orders.source, orders.side, orders.type, orders.qty
       LOOP
         PERFORM trading.emit(_a.id, 'order_accepted', _child.id, _now,
-                             jsonb_build_object('source', _child.source, 'parent_id', _o.id));
+                             jsonb_build_object('symbol', _o.symbol, 'side', _child.side, 'type', _child.type,
+                                                'qty', _child.qty, 'source', _child.source, 'parent_id', _o.id));
       END LOOP;
     END IF;
   END IF;
