@@ -240,9 +240,12 @@ def load_csv_cmd(path: str, symbol: str | None, interval: str, tz: str, asset_cl
     with connect() as conn:
         conn.execute("SELECT market.interval_step(%s)", (interval,))  # one clear error for an unknown interval
         conn.commit()
-        report = ingest(conn, read_csv(path, symbol=symbol, interval=interval, tz=tz),
-                        source=f"csv:{os.path.basename(path)}", auto_register=auto_register, asset_class=asset_class,
-                        workers=2)
+        with _progress(as_json) as progress:
+            task = progress.add_task(os.path.basename(path), total=None)
+            report = ingest(conn, read_csv(path, symbol=symbol, interval=interval, tz=tz),
+                            source=f"csv:{os.path.basename(path)}", auto_register=auto_register,
+                            asset_class=asset_class, workers=2,
+                            on_batch=lambda n: progress.update(task, advance=n))
         if report.minute_span:
             refresh_rollups(conn, *report.minute_span)
     print_report(report, f"{path} loaded", as_json)

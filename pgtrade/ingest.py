@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -136,6 +136,7 @@ def ingest(
     asset_class: str = "stock",
     batch_size: int = 100_000,
     workers: int = 1,
+    on_batch: Callable[[int], None] | None = None,
 ) -> IngestReport:
     """Send bars through the ingest path, one transaction per batch; returns per-symbol counts.
 
@@ -143,6 +144,7 @@ def ingest(
     simply be run again (the upsert makes a re-run change nothing). With ``workers`` > 1 the load is pipelined
     over that many connections: while the server validates and writes one batch, the next one is converted and
     COPYed on another connection (``conn`` must then have nothing uncommitted that the batches depend on).
+    ``on_batch(n)`` is called after each committed batch of n items (progress display).
     """
     options = {"source": source, "auto_register": auto_register, "asset_class": asset_class}
     batches = _batches(items, batch_size)
@@ -150,6 +152,8 @@ def ingest(
     if workers <= 1:
         for batch in batches:
             report.merge(ingest_batch(conn, batch, **options))
+            if on_batch:
+                on_batch(len(batch))
         return report
     lock = threading.Lock()
 
@@ -161,6 +165,9 @@ def ingest(
             if batch is None:
                 return part
             part.merge(ingest_batch(c, batch, **options))
+            if on_batch:
+                with lock:
+                    on_batch(len(batch))
 
     extra = [psycopg.connect(conn.info.dsn, password=conn.info.password) for _ in range(workers - 1)]
     try:

@@ -196,3 +196,11 @@ def test_counts_for_rows_without_a_symbol_on_both_paths(db):
     again = ingest(db, [bar("NOSYM"), Unparsed(raw="x", problem="line 2: bad")], source="test:nosym")
     assert (again.per_symbol["NOSYM"].unchanged, again.per_symbol[None].rejected) == (1, 1)
     assert again.per_symbol[None].unchanged == 0
+
+
+def test_progress_is_reported_per_committed_batch(db):
+    register(db, "PROG")
+    seen: list[int] = []
+    ingest(db, [bar("PROG", ts=T0 + timedelta(minutes=i)) for i in range(25)], source="test:prog", batch_size=10,
+           on_batch=seen.append)
+    assert seen == [10, 10, 5]
