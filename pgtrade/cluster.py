@@ -22,7 +22,6 @@ import shutil
 import socket
 import subprocess
 import sysconfig
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -304,18 +303,3 @@ def _tail(path: Path, lines: int = 3) -> str:
         return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
     except FileNotFoundError:
         return "(no log)"
-
-
-def wait_until_accepting(url: str, timeout: float = 30.0) -> None:
-    """Bounded poll until the server accepts connections."""
-    import psycopg
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            psycopg.connect(url, connect_timeout=2).close()
-            return
-        except psycopg.OperationalError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)

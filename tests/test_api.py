@@ -8,8 +8,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import psycopg

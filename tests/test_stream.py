@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from loaders.stream import Stream, StreamConfig, build, sim_start
+from loaders.stream import StreamConfig, build, sim_start
 from loaders.synthetic import SyntheticMarket, calibrate_from
 from pgtrade.cli import main
 from pgtrade.errors import PgtradeError
