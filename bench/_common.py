@@ -28,8 +28,13 @@ def with_db(url: str, dbname: str) -> str:
 def machine() -> dict:
     with psycopg.connect(database_url()) as conn:
         server = conn.execute("SHOW server_version").fetchone()[0]
-    return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "server": server, "loadavg_at_start": os.getloadavg()}
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "server": server,
+        "loadavg_at_start": os.getloadavg(),
+    }
 
 
 @contextmanager

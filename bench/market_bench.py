@@ -24,7 +24,7 @@ import random
 import statistics
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -36,7 +36,7 @@ from loaders.sample import load_sample, register_instrument
 from pgtrade.ingest import _COPY, _TYPES, Bar, _row, ingest, refresh_rollups
 
 BENCH_DB = "pgtrade_bench"
-START = datetime(2024, 1, 2, 14, 30, tzinfo=timezone.utc)
+START = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
 
 
 def session_minutes(n: int) -> list[datetime]:
@@ -60,8 +60,18 @@ def make_bars(symbols: list[str], per_symbol: int, seed: int = 7) -> list[Bar]:
             c = max(1.0, o * (1 + rng.gauss(0, 0.0008)))
             h = max(o, c) * (1 + abs(rng.gauss(0, 0.0003)))
             low = min(o, c) * (1 - abs(rng.gauss(0, 0.0003)))
-            bars.append(Bar(symbol=sym, interval="1m", ts=ts, open=Decimal(f"{o:.4f}"), high=Decimal(f"{h:.4f}"),
-                            low=Decimal(f"{low:.4f}"), close=Decimal(f"{c:.4f}"), volume=rng.randint(100, 50_000)))
+            bars.append(
+                Bar(
+                    symbol=sym,
+                    interval="1m",
+                    ts=ts,
+                    open=Decimal(f"{o:.4f}"),
+                    high=Decimal(f"{h:.4f}"),
+                    low=Decimal(f"{low:.4f}"),
+                    close=Decimal(f"{c:.4f}"),
+                    volume=rng.randint(100, 50_000),
+                )
+            )
             price = c
     return bars
 
@@ -73,8 +83,11 @@ def timed_runs(fn, runs: int) -> dict:
         t0 = time.perf_counter()
         fn()
         samples.append((time.perf_counter() - t0) * 1000)
-    return {"p50_ms": round(statistics.median(samples), 2), "p99_ms": round(pct(samples, 99), 2),
-            "max_ms": round(max(samples), 2)}
+    return {
+        "p50_ms": round(statistics.median(samples), 2),
+        "p99_ms": round(pct(samples, 99), 2),
+        "max_ms": round(max(samples), 2),
+    }
 
 
 def server_ms(conn: psycopg.Connection, sql: str, params: tuple, runs: int) -> dict:
@@ -89,8 +102,9 @@ def server_ms(conn: psycopg.Connection, sql: str, params: tuple, runs: int) -> d
 
 def wire_ms(conn: psycopg.Connection, sql: str, params: tuple, runs: int) -> dict:
     """Execution plus transfer of every row to the client (COPY ... TO STDOUT, bytes not parsed), p50/p99."""
-    query = psycopg.sql.SQL("COPY ({}) TO STDOUT").format(psycopg.sql.SQL(sql).format(
-        *[psycopg.sql.Literal(p) for p in params]))
+    query = psycopg.sql.SQL("COPY ({}) TO STDOUT").format(
+        psycopg.sql.SQL(sql).format(*[psycopg.sql.Literal(p) for p in params])
+    )
 
     def run():
         with conn.cursor().copy(query) as cp:
@@ -104,7 +118,8 @@ def relation_bytes(conn: psycopg.Connection, symbols_like: str) -> tuple[int, in
     """(bytes before compression, bytes after) of the chunks holding the bench bars."""
     row = conn.execute(
         """SELECT coalesce(sum(before_compression_total_bytes), 0), coalesce(sum(after_compression_total_bytes), 0)
-           FROM chunk_compression_stats('market.bars') WHERE compression_status = 'Compressed'""").fetchone()
+           FROM chunk_compression_stats('market.bars') WHERE compression_status = 'Compressed'"""
+    ).fetchone()
     return int(row[0]), int(row[1])
 
 
@@ -139,11 +154,19 @@ def main() -> None:
             rep2 = ingest(conn, bars, source="bench", workers=args.workers)
             again = time.perf_counter() - t0
             assert rep2.total.unchanged == n, rep2.total
-            results["ingest_hypertable"] = {"bars": n, "workers": args.workers, "seconds": round(first, 2),
-                                            "bars_per_s": round(n / first)}
-            results["reload_hypertable"] = {"bars": n, "workers": args.workers, "seconds": round(again, 2),
-                                            "bars_per_s": round(n / again),
-                                            "changed": rep2.total.inserted + rep2.total.updated}
+            results["ingest_hypertable"] = {
+                "bars": n,
+                "workers": args.workers,
+                "seconds": round(first, 2),
+                "bars_per_s": round(n / first),
+            }
+            results["reload_hypertable"] = {
+                "bars": n,
+                "workers": args.workers,
+                "seconds": round(again, 2),
+                "bars_per_s": round(n / again),
+                "changed": rep2.total.inserted + rep2.total.updated,
+            }
 
             if args.only_ingest:
                 print(json.dumps(results, indent=2, default=float))
@@ -157,7 +180,7 @@ def main() -> None:
                     cur.execute("SELECT market.ingest_begin()")
                     with cur.copy(_COPY) as cp:
                         cp.set_types(_TYPES)
-                        for b in bars[start:start + 200_000]:
+                        for b in bars[start : start + 200_000]:
                             cp.write_row(_row(b))
                     cur.execute(
                         """INSERT INTO public.bars_plain AS b (symbol, interval, ts, open, high, low, close, volume,
@@ -172,10 +195,10 @@ def main() -> None:
                              SET open = excluded.open, high = excluded.high, low = excluded.low,
                                  close = excluded.close, volume = excluded.volume
                              WHERE (b.open, b.high, b.low, b.close, b.volume) IS DISTINCT FROM
-                                   (excluded.open, excluded.high, excluded.low, excluded.close, excluded.volume)""")
+                                   (excluded.open, excluded.high, excluded.low, excluded.close, excluded.volume)"""
+                    )
             plain = time.perf_counter() - t0
-            results["ingest_plain_reference"] = {"bars": n, "seconds": round(plain, 2),
-                                                 "bars_per_s": round(n / plain)}
+            results["ingest_plain_reference"] = {"bars": n, "seconds": round(plain, 2), "bars_per_s": round(n / plain)}
             del bars
 
             refresh_rollups(conn, START, START + timedelta(days=400))
@@ -183,36 +206,46 @@ def main() -> None:
             conn.commit()
             year = (START, START + timedelta(days=365))
             sym = symbols[0]
-            minute_rows = conn.execute("SELECT count(*) FROM market.bars_between(%s, '1m', %s, %s)",
-                                       (sym, *year)).fetchone()[0]
+            minute_rows = conn.execute(
+                "SELECT count(*) FROM market.bars_between(%s, '1m', %s, %s)", (sym, *year)
+            ).fetchone()[0]
 
             def read(interval, lo, hi, s=sym):
-                return lambda: conn.execute("SELECT * FROM market.bars_between(%s, %s, %s, %s)",
-                                            (s, interval, lo, hi)).fetchall()
+                return lambda: conn.execute(
+                    "SELECT * FROM market.bars_between(%s, %s, %s, %s)", (s, interval, lo, hi)
+                ).fetchall()
 
             q = "SELECT * FROM market.bars_between(%s, %s, %s, %s)"
             results["range_year_1m_uncompressed"] = {
-                "rows": minute_rows, "client": timed_runs(read("1m", *year), args.runs),
+                "rows": minute_rows,
+                "client": timed_runs(read("1m", *year), args.runs),
                 "server": server_ms(conn, q, (sym, "1m", *year), args.runs),
-                "wire": wire_ms(conn, q.replace("%s", "{}"), (sym, "1m", *year), args.runs)}
-            spx = (datetime(1999, 1, 1, tzinfo=timezone.utc), datetime(2019, 1, 1, tzinfo=timezone.utc))
+                "wire": wire_ms(conn, q.replace("%s", "{}"), (sym, "1m", *year), args.runs),
+            }
+            spx = (datetime(1999, 1, 1, tzinfo=UTC), datetime(2019, 1, 1, tzinfo=UTC))
             results["range_20y_1d"] = {
-                "rows": conn.execute("SELECT count(*) FROM market.bars_between('SPX', '1d', %s, %s)", spx
-                                     ).fetchone()[0],
+                "rows": conn.execute("SELECT count(*) FROM market.bars_between('SPX', '1d', %s, %s)", spx).fetchone()[
+                    0
+                ],
                 "client": timed_runs(read("1d", *spx, s="SPX"), args.runs),
                 "server": server_ms(conn, q, ("SPX", "1d", *spx), args.runs),
-                "wire": wire_ms(conn, q.replace("%s", "{}"), ("SPX", "1d", *spx), args.runs)}
+                "wire": wire_ms(conn, q.replace("%s", "{}"), ("SPX", "1d", *spx), args.runs),
+            }
             results["range_year_1h_cagg"] = {
-                "rows": conn.execute("SELECT count(*) FROM market.bars_between(%s, '1h', %s, %s)",
-                                     (sym, *year)).fetchone()[0],
+                "rows": conn.execute(
+                    "SELECT count(*) FROM market.bars_between(%s, '1h', %s, %s)", (sym, *year)
+                ).fetchone()[0],
                 "client": timed_runs(read("1h", *year), args.runs),
-                "server": server_ms(conn, q, (sym, "1h", *year), args.runs)}
+                "server": server_ms(conn, q, (sym, "1h", *year), args.runs),
+            }
             rq = "SELECT * FROM market.resample(%s, %s, %s, %s)"
             results["range_year_1h_from_raw"] = {
-                "rows": conn.execute("SELECT count(*) FROM market.resample(%s, '1h', %s, %s)", (sym, *year)
-                                     ).fetchone()[0],
+                "rows": conn.execute("SELECT count(*) FROM market.resample(%s, '1h', %s, %s)", (sym, *year)).fetchone()[
+                    0
+                ],
                 "client": timed_runs(lambda: conn.execute(rq, (sym, "1h", *year)).fetchall(), args.runs),
-                "server": server_ms(conn, rq, (sym, "1h", *year), args.runs)}
+                "server": server_ms(conn, rq, (sym, "1h", *year), args.runs),
+            }
 
             # storage of the minute-bar chunks (the bundled daily history lives in chunks of its own, 1999-2018)
             chunk_sizes = """SELECT sum(s.total_bytes) FROM chunks_detailed_size('market.bars') s
@@ -228,16 +261,22 @@ def main() -> None:
             ac.execute("ANALYZE market.bars")
         with psycopg.connect(url) as conn:
             after = conn.execute(chunk_sizes, (START,)).fetchone()[0]
-            results["storage"] = {"rows": rows_total, "bytes_before": int(before), "bytes_after": int(after),
-                                  "bytes_per_bar_before": round(before / rows_total, 1),
-                                  "bytes_per_bar_after": round(after / rows_total, 1),
-                                  "ratio": round(before / after, 2)}
+            results["storage"] = {
+                "rows": rows_total,
+                "bytes_before": int(before),
+                "bytes_after": int(after),
+                "bytes_per_bar_before": round(before / rows_total, 1),
+                "bytes_per_bar_after": round(after / rows_total, 1),
+                "ratio": round(before / after, 2),
+            }
             results["range_year_1m_compressed"] = {
-                "rows": conn.execute("SELECT count(*) FROM market.bars_between(%s, '1m', %s, %s)",
-                                     (sym, *year)).fetchone()[0],
+                "rows": conn.execute(
+                    "SELECT count(*) FROM market.bars_between(%s, '1m', %s, %s)", (sym, *year)
+                ).fetchone()[0],
                 "client": timed_runs(lambda: conn.execute(q, (sym, "1m", *year)).fetchall(), args.runs),
                 "server": server_ms(conn, q, (sym, "1m", *year), args.runs),
-                "wire": wire_ms(conn, q.replace("%s", "{}"), (sym, "1m", *year), args.runs)}
+                "wire": wire_ms(conn, q.replace("%s", "{}"), (sym, "1m", *year), args.runs),
+            }
     print(json.dumps(results, indent=2, default=float))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(results, indent=2, default=float))

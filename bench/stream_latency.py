@@ -33,28 +33,47 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     url = database_url()
     symbols = tuple(f"{args.prefix}{i:02d}" for i in range(args.symbols))
-    cfg = StreamConfig(source="synthetic", symbols=symbols, speed=args.speed, duration=args.duration,
-                       seed=args.seed, updates_per_minute=args.updates_per_minute)
+    cfg = StreamConfig(
+        source="synthetic",
+        symbols=symbols,
+        speed=args.speed,
+        duration=args.duration,
+        seed=args.seed,
+        updates_per_minute=args.updates_per_minute,
+    )
     stream = build(cfg, url=url)
     stats = stream.run()
     s = stats.summary()
-    s["config"] = {"database": redact(url), "symbols": len(symbols), "speed": args.speed,
-                   "updates_per_minute": args.updates_per_minute, "duration_s": args.duration,
-                   "target_updates_per_s": round(len(symbols) * args.updates_per_minute * args.speed / 60, 1),
-                   "calibration": stream.calibration.source}
+    s["config"] = {
+        "database": redact(url),
+        "symbols": len(symbols),
+        "speed": args.speed,
+        "updates_per_minute": args.updates_per_minute,
+        "duration_s": args.duration,
+        "target_updates_per_s": round(len(symbols) * args.updates_per_minute * args.speed / 60, 1),
+        "calibration": stream.calibration.source,
+    }
     if args.json:
         print(json.dumps(s, indent=2, default=str))
         return 0
     lat = s["latency_ms"]
     print(f"database        {s['config']['database']}")
-    print(f"symbols         {len(symbols)} x {args.updates_per_minute} updates/simulated minute, speed {args.speed}x "
-          f"(target {s['config']['target_updates_per_s']} updates/s)")
+    print(
+        f"symbols         {len(symbols)} x {args.updates_per_minute} updates/simulated minute, speed {args.speed}x "
+        f"(target {s['config']['target_updates_per_s']} updates/s)"
+    )
     print(f"calibrated on   {stream.calibration.source}")
-    print(f"updates         {s['updates']} in {s['elapsed_s']} s = {s['updates_per_s']} updates/s "
-          f"({s['distinct_bars']} distinct bars, {s['batches']} commits, {s['coalesced']} coalesced)")
-    print(f"written         inserted {s['inserted']}, updated {s['updated']}, unchanged {s['unchanged']}, "
-          f"rejected {s['rejected']}; reconnects {s['reconnects']}")
-    print(f"latency (ms)    p50 {lat['p50']}  p99 {lat['p99']}  max {lat['max']}  (arrival -> commit, n={lat['count']})")
+    print(
+        f"updates         {s['updates']} in {s['elapsed_s']} s = {s['updates_per_s']} updates/s "
+        f"({s['distinct_bars']} distinct bars, {s['batches']} commits, {s['coalesced']} coalesced)"
+    )
+    print(
+        f"written         inserted {s['inserted']}, updated {s['updated']}, unchanged {s['unchanged']}, "
+        f"rejected {s['rejected']}; reconnects {s['reconnects']}"
+    )
+    print(
+        f"latency (ms)    p50 {lat['p50']}  p99 {lat['p99']}  max {lat['max']}  (arrival -> commit, n={lat['count']})"
+    )
     return 0
 
 

@@ -29,7 +29,7 @@ import random
 import statistics
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -46,34 +46,50 @@ ANALYZE = "ANALYZE trading.orders, trading.positions, trading.accounts"
 
 
 def ms(values: list[float]) -> dict:
-    return {"n": len(values), "p50_ms": round(pct(values, 50) * 1000, 3), "p99_ms": round(pct(values, 99) * 1000, 3),
-            "max_ms": round(max(values) * 1000, 3), "mean_ms": round(statistics.fmean(values) * 1000, 3)}
+    return {
+        "n": len(values),
+        "p50_ms": round(pct(values, 50) * 1000, 3),
+        "p99_ms": round(pct(values, 99) * 1000, 3),
+        "max_ms": round(max(values) * 1000, 3),
+        "mean_ms": round(statistics.fmean(values) * 1000, 3),
+    }
 
 
 def instrument(conn: psycopg.Connection, symbol: str) -> None:
-    conn.execute("SELECT market.upsert_instrument(%s::text, 'bench'::text, 'stock', 'USD', NULL, 1, 'UTC', NULL, NULL,"
-                 " true)", (symbol,))
+    conn.execute(
+        "SELECT market.upsert_instrument(%s::text, 'bench'::text, 'stock', 'USD', NULL, 1, 'UTC', NULL, NULL, true)",
+        (symbol,),
+    )
 
 
 def flat_bar(symbol: str, ts: datetime, price: str = "100", low: str | None = None) -> Bar:
-    return Bar(symbol=symbol, interval="1m", ts=ts, open=price, high=price, low=low or price, close=price,
-               volume=1000)
+    return Bar(symbol=symbol, interval="1m", ts=ts, open=price, high=price, low=low or price, close=price, volume=1000)
 
 
 def new_account(conn: psycopg.Connection, name: str, clock: datetime | None = None) -> int:
-    return conn.execute("SELECT id FROM trading.create_account(%s, 1e9, 'live', %s, %s::jsonb)",
-                        (name, clock, RISK)).fetchone()[0]
+    return conn.execute(
+        "SELECT id FROM trading.create_account(%s, 1e9, 'live', %s, %s::jsonb)", (name, clock, RISK)
+    ).fetchone()[0]
 
 
 def place(conn: psycopg.Connection, account: int, symbol: str, side: str, qty: int = 1, **kw) -> tuple:
     return conn.execute(
         "SELECT status, reject_code FROM trading.place_order(%s, %s, %s, %s, %s, %s, %s, 'gtc', NULL, %s, NULL)",
-        (account, symbol, side, qty, kw.get("type", "market"), kw.get("limit_price"), kw.get("stop_price"),
-         kw.get("stop_loss"))).fetchone()
+        (
+            account,
+            symbol,
+            side,
+            qty,
+            kw.get("type", "market"),
+            kw.get("limit_price"),
+            kw.get("stop_price"),
+            kw.get("stop_loss"),
+        ),
+    ).fetchone()
 
 
 def bench_place_order(url: str, n: int) -> dict:
-    now_min = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+    now_min = datetime.now(UTC).replace(second=0, microsecond=0)
     with psycopg.connect(url, autocommit=True) as conn:
         instrument(conn, "BPO")
         ingest(conn, [flat_bar("BPO", now_min - timedelta(minutes=2))], source="bench")
@@ -91,7 +107,7 @@ def bench_place_order(url: str, n: int) -> dict:
 
 
 def bench_throughput(url: str, per_client: int, clients: int = 8) -> dict:
-    now_min = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+    now_min = datetime.now(UTC).replace(second=0, microsecond=0)
     out = {}
     with psycopg.connect(url, autocommit=True) as conn:
         instrument(conn, "BTP")
@@ -102,13 +118,14 @@ def bench_throughput(url: str, per_client: int, clients: int = 8) -> dict:
         barrier = threading.Barrier(clients + 1)
         errors: list[str] = []
 
-        def worker(acct: int) -> None:
+        def worker(acct: int, barrier: threading.Barrier = barrier, errors: list[str] = errors) -> None:
             with psycopg.connect(url, autocommit=True) as c:
                 barrier.wait()
                 for i in range(per_client):
                     status, code = place(c, acct, "BTP", "buy" if i % 2 == 0 else "sell")
                     if status != "filled":
                         errors.append(f"{status} {code}")
+
         threads = [threading.Thread(target=worker, args=(a,)) for a in accounts]
         for t in threads:
             t.start()
@@ -119,8 +136,12 @@ def bench_throughput(url: str, per_client: int, clients: int = 8) -> dict:
         dt = time.perf_counter() - t0
         if errors:
             raise SystemExit(f"{len(errors)} orders not filled, e.g. {errors[0]}")
-        out[label] = {"clients": clients, "orders": clients * per_client, "seconds": round(dt, 3),
-                      "orders_per_s": round(clients * per_client / dt)}
+        out[label] = {
+            "clients": clients,
+            "orders": clients * per_client,
+            "seconds": round(dt, 3),
+            "orders_per_s": round(clients * per_client / dt),
+        }
     return out
 
 
@@ -131,13 +152,23 @@ def walk(symbol: str, start: datetime, n: int, rng: random.Random) -> list[Bar]:
         o = price
         price = max(1.0, price * (1 + rng.gauss(0, 0.0008)))
         hi, lo = max(o, price) * (1 + abs(rng.gauss(0, 0.0003))), min(o, price) * (1 - abs(rng.gauss(0, 0.0003)))
-        out.append(Bar(symbol=symbol, interval="1m", ts=start + timedelta(minutes=i), open=f"{o:.4f}",
-                       high=f"{hi:.4f}", low=f"{lo:.4f}", close=f"{price:.4f}", volume=rng.randint(100, 10000)))
+        out.append(
+            Bar(
+                symbol=symbol,
+                interval="1m",
+                ts=start + timedelta(minutes=i),
+                open=f"{o:.4f}",
+                high=f"{hi:.4f}",
+                low=f"{lo:.4f}",
+                close=f"{price:.4f}",
+                volume=rng.randint(100, 10000),
+            )
+        )
     return out
 
 
 def bench_ingest(url: str, symbols: int, per_symbol: int, batch: int) -> dict:
-    start = (datetime.now(timezone.utc) - timedelta(minutes=per_symbol + 60)).replace(second=0, microsecond=0)
+    start = (datetime.now(UTC) - timedelta(minutes=per_symbol + 60)).replace(second=0, microsecond=0)
     traded = [f"BIN{i:03d}" for i in range(symbols)]
     quiet = [f"BQU{i:03d}" for i in range(symbols)]
     rng = random.Random(11)
@@ -156,12 +187,19 @@ def bench_ingest(url: str, symbols: int, per_symbol: int, batch: int) -> dict:
                         r = place(conn, a, s, "sell", 1, type="stop", stop_price=str(50 - k - j))
                     assert r[0] == "accepted", r
         conn.execute(ANALYZE)
-        resting = conn.execute("SELECT count(*) FROM trading.orders WHERE status = 'accepted' AND symbol LIKE 'BIN%'"
-                               ).fetchone()[0]
-        positions = conn.execute("SELECT count(*) FROM trading.positions WHERE qty <> 0 AND symbol LIKE 'BIN%'"
-                                 ).fetchone()[0]
-    out = {"symbols": symbols, "bars_per_symbol": per_symbol, "batch": batch,
-           "open_positions": positions, "resting_orders": resting}
+        resting = conn.execute(
+            "SELECT count(*) FROM trading.orders WHERE status = 'accepted' AND symbol LIKE 'BIN%'"
+        ).fetchone()[0]
+        positions = conn.execute(
+            "SELECT count(*) FROM trading.positions WHERE qty <> 0 AND symbol LIKE 'BIN%'"
+        ).fetchone()[0]
+    out = {
+        "symbols": symbols,
+        "bars_per_symbol": per_symbol,
+        "batch": batch,
+        "open_positions": positions,
+        "resting_orders": resting,
+    }
     for label, syms in (("with_orders", traded), ("baseline_no_orders", quiet)):
         bars = []
         series = {s: walk(s, start, per_symbol, rng) for s in syms}
@@ -175,15 +213,18 @@ def bench_ingest(url: str, symbols: int, per_symbol: int, batch: int) -> dict:
         out[label] = {"bars": len(bars), "seconds": round(dt, 3), "bars_per_s": round(len(bars) / dt)}
     with psycopg.connect(url) as conn:
         out["fills_during_ingest"] = conn.execute(
-            "SELECT count(*) FROM trading.fills WHERE symbol LIKE 'BIN%' AND bar_ts IS NOT NULL").fetchone()[0]
+            "SELECT count(*) FROM trading.fills WHERE symbol LIKE 'BIN%' AND bar_ts IS NOT NULL"
+        ).fetchone()[0]
         out["positions_marked_to_last_bar"] = conn.execute(
             "SELECT count(*) FROM trading.positions p WHERE p.symbol LIKE 'BIN%%' AND p.qty <> 0 "
-            "AND p.last_price_at = %s", (start + timedelta(minutes=per_symbol),)).fetchone()[0]
+            "AND p.last_price_at = %s",
+            (start + timedelta(minutes=per_symbol),),
+        ).fetchone()[0]
     return out
 
 
 def bench_stop_latency(url: str, runs: int) -> dict:
-    base = (datetime.now(timezone.utc) - timedelta(minutes=2 * runs + 30)).replace(second=0, microsecond=0)
+    base = (datetime.now(UTC) - timedelta(minutes=2 * runs + 30)).replace(second=0, microsecond=0)
     lat, quiet = [], []
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(ANALYZE)
@@ -204,8 +245,10 @@ def bench_stop_latency(url: str, runs: int) -> dict:
             ingest(conn, [crossing], source="bench")
             lat.append(time.perf_counter() - t0)
             conn.execute("SELECT trading.advance_clock(%s, %s)", (acct, t + timedelta(minutes=2)))
-        filled = conn.execute("SELECT count(*) FROM trading.orders WHERE account_id = %s AND source = 'stop_loss' "
-                              "AND status = 'filled'", (acct,)).fetchone()[0]
+        filled = conn.execute(
+            "SELECT count(*) FROM trading.orders WHERE account_id = %s AND source = 'stop_loss' AND status = 'filled'",
+            (acct,),
+        ).fetchone()[0]
     if filled != runs:
         raise SystemExit(f"only {filled} of {runs} stop-losses filled")
     return ms(lat) | {"stop_losses_filled": filled, "baseline_one_bar_no_orders": ms(quiet)}

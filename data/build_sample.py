@@ -36,18 +36,72 @@ HEADER = ["ts", "open", "high", "low", "close", "volume"]
 # symbol, interval, dist name, import name, path in package, time column,
 # time format, name, asset_class, currency, exchange
 SERIES = [
-    ("SPX", "1d", "arch", "arch", "data/sp500/sp500.csv.gz", "Date", "%m/%d/%Y",
-     "S&P 500 Index", "index", "USD", None),
-    ("IXIC", "1d", "arch", "arch", "data/nasdaq/nasdaq.csv.gz", "Date", "%m/%d/%Y",
-     "NASDAQ Composite Index", "index", "USD", None),
-    ("GOOG", "1d", "backtesting", "backtesting", "test/GOOG.csv", "", "%Y-%m-%d",
-     "Google Inc. class A shares (ticker GOOG before 2014), unadjusted", "stock", "USD", "NASDAQ"),
-    ("GOOGL", "1d", "gym-anytrading", "gym_anytrading", "datasets/data/STOCKS_GOOGL.csv", "Date", "%Y-%m-%d",
-     "Alphabet Inc. class A (GOOGL), adjusted for the 2014 share split", "stock", "USD", "NASDAQ"),
-    ("EURUSD", "1h", "backtesting", "backtesting", "test/EURUSD.csv", "", "%Y-%m-%d %H:%M:%S",
-     "Euro / US Dollar spot rate (backtesting.py sample)", "fx", "USD", None),
-    ("EURUSD_ASK", "1h", "gym-anytrading", "gym_anytrading", "datasets/data/FOREX_EURUSD_1H_ASK.csv", "Time", "%d.%m.%Y %H:%M:%S.%f",
-     "Euro / US Dollar ask-side rate (gym-anytrading sample)", "fx", "USD", None),
+    ("SPX", "1d", "arch", "arch", "data/sp500/sp500.csv.gz", "Date", "%m/%d/%Y", "S&P 500 Index", "index", "USD", None),
+    (
+        "IXIC",
+        "1d",
+        "arch",
+        "arch",
+        "data/nasdaq/nasdaq.csv.gz",
+        "Date",
+        "%m/%d/%Y",
+        "NASDAQ Composite Index",
+        "index",
+        "USD",
+        None,
+    ),
+    (
+        "GOOG",
+        "1d",
+        "backtesting",
+        "backtesting",
+        "test/GOOG.csv",
+        "",
+        "%Y-%m-%d",
+        "Google Inc. class A shares (ticker GOOG before 2014), unadjusted",
+        "stock",
+        "USD",
+        "NASDAQ",
+    ),
+    (
+        "GOOGL",
+        "1d",
+        "gym-anytrading",
+        "gym_anytrading",
+        "datasets/data/STOCKS_GOOGL.csv",
+        "Date",
+        "%Y-%m-%d",
+        "Alphabet Inc. class A (GOOGL), adjusted for the 2014 share split",
+        "stock",
+        "USD",
+        "NASDAQ",
+    ),
+    (
+        "EURUSD",
+        "1h",
+        "backtesting",
+        "backtesting",
+        "test/EURUSD.csv",
+        "",
+        "%Y-%m-%d %H:%M:%S",
+        "Euro / US Dollar spot rate (backtesting.py sample)",
+        "fx",
+        "USD",
+        None,
+    ),
+    (
+        "EURUSD_ASK",
+        "1h",
+        "gym-anytrading",
+        "gym_anytrading",
+        "datasets/data/FOREX_EURUSD_1H_ASK.csv",
+        "Time",
+        "%d.%m.%Y %H:%M:%S.%f",
+        "Euro / US Dollar ask-side rate (gym-anytrading sample)",
+        "fx",
+        "USD",
+        None,
+    ),
 ]
 # All source timestamps are already UTC (intraday) or plain trading dates
 # (daily); see SOURCES.md for the evidence. No offset is applied.
@@ -70,22 +124,22 @@ def read_rows(path):
     return rows[0], rows[1:]
 
 
-def problems(o, h, l, c, v):
+def problems(o, h, lo, c, v):
     """Return the reasons a row is not a valid OHLC bar (empty list if valid)."""
     try:
-        o, h, l, c, v = (float(x) for x in (o, h, l, c, v))
+        o, h, lo, c, v = (float(x) for x in (o, h, lo, c, v))
     except ValueError:
         return ["non-numeric field"]
-    if any(math.isnan(x) for x in (o, h, l, c, v)):
+    if any(math.isnan(x) for x in (o, h, lo, c, v)):
         return ["NaN"]
     out = []
-    if min(o, h, l, c) <= 0:
+    if min(o, h, lo, c) <= 0:
         out.append("zero/negative price")
     if h < max(o, c):
         out.append("high < max(open, close)")
-    if l > min(o, c):
+    if lo > min(o, c):
         out.append("low > min(open, close)")
-    if h < l:
+    if h < lo:
         out.append("high < low")
     if v < 0:
         out.append("negative volume")
@@ -125,8 +179,10 @@ def build(sym, interval, dist, imp, rel, tcol, tfmt, name, aclass, ccy, exch):
         fh.write(data)
 
     version = md.version(dist)
-    print(f"{fname}: {len(out)} rows {out[0][1][0]} .. {out[-1][1][0]}; "
-          f"invalid OHLC rows: {len(bad)}" + ("" if vi is not None else "; no volume in source"))
+    print(
+        f"{fname}: {len(out)} rows {out[0][1][0]} .. {out[-1][1][0]}; "
+        f"invalid OHLC rows: {len(bad)}" + ("" if vi is not None else "; no volume in source")
+    )
     for rec, why in bad[:10]:
         print("   ", ",".join(rec), "->", "; ".join(why))
     return {

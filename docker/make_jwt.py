@@ -1,7 +1,7 @@
 """Print an HS256 JWT for the pgtrade API, signed with $PGRST_JWT_SECRET (standard library only).
 
-    PGRST_JWT_SECRET=... python3 docker/make_jwt.py --account alice            # {"role": "trader", "account": "alice"}
-    PGRST_JWT_SECRET=... python3 docker/make_jwt.py --role web_anon --hours 1
+PGRST_JWT_SECRET=... python3 docker/make_jwt.py --account alice            # {"role": "trader", "account": "alice"}
+PGRST_JWT_SECRET=... python3 docker/make_jwt.py --role web_anon --hours 1
 """
 
 from __future__ import annotations

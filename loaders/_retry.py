@@ -23,7 +23,7 @@ import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TypeVar
 
 import psycopg
@@ -79,8 +79,7 @@ def scrub(text: str, secrets: Iterable[str | None] = ()) -> str:
     return out[:300]
 
 
-def parse_retry_after(value: str | None, now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
-                      ) -> float | None:
+def parse_retry_after(value: str | None, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date); None when absent/garbled."""
     if value is None:
         return None
@@ -94,7 +93,7 @@ def parse_retry_after(value: str | None, now: Callable[[], datetime] = lambda: d
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     return max(0.0, (when - now()).total_seconds())
 
 
@@ -117,10 +116,19 @@ def _http_status(exc: BaseException) -> tuple[int | None, dict]:
     return (int(status) if isinstance(status, int) and status >= 100 else None), headers
 
 
-_UNREACHABLE_WORDS = ("could not resolve host", "name or service not known", "temporary failure in name resolution",
-                      "nodename nor servname", "name resolution", "connection refused", "failed to resolve",
-                      "no address associated", "network is unreachable", "couldn't connect to server",
-                      "failed to connect")
+_UNREACHABLE_WORDS = (
+    "could not resolve host",
+    "name or service not known",
+    "temporary failure in name resolution",
+    "nodename nor servname",
+    "name resolution",
+    "connection refused",
+    "failed to resolve",
+    "no address associated",
+    "network is unreachable",
+    "couldn't connect to server",
+    "failed to connect",
+)
 
 
 def classify(exc: BaseException) -> Verdict:
@@ -142,12 +150,18 @@ def classify(exc: BaseException) -> Verdict:
         text = str(e).lower()
         if name == "YFRateLimitError":
             return Verdict(RETRY, "rate limited (HTTP 429 Too Many Requests)")
-        if (isinstance(e, (socket.gaierror, ConnectionRefusedError)) or name in ("DNSError", "NameResolutionError")
-                or any(w in text for w in _UNREACHABLE_WORDS)):
+        if (
+            isinstance(e, (socket.gaierror, ConnectionRefusedError))
+            or name in ("DNSError", "NameResolutionError")
+            or any(w in text for w in _UNREACHABLE_WORDS)
+        ):
             return Verdict(UNREACHABLE, _unreachable_reason(str(e)))
     for e in chain:
-        if isinstance(e, (TimeoutError, ConnectionError)) or "timeout" in type(e).__name__.lower() \
-                or type(e).__name__ in ("ConnectionError", "ChunkedEncodingError", "ProxyError"):
+        if (
+            isinstance(e, (TimeoutError, ConnectionError))
+            or "timeout" in type(e).__name__.lower()
+            or type(e).__name__ in ("ConnectionError", "ChunkedEncodingError", "ProxyError")
+        ):
             return Verdict(RETRY, _first_line(e))
     return Verdict(FATAL, _first_line(exc))
 
@@ -157,9 +171,13 @@ _HOST = re.compile(r"host(?:=| |: )'?([A-Za-z0-9.\-]+)")
 
 def _unreachable_reason(text: str) -> str:
     low = text.lower()
-    kind = "connection refused" if "refused" in low else "cannot resolve host" if any(
-        w in low for w in ("resolve", "name or service", "name resolution", "nodename", "no address")) \
+    kind = (
+        "connection refused"
+        if "refused" in low
+        else "cannot resolve host"
+        if any(w in low for w in ("resolve", "name or service", "name resolution", "nodename", "no address"))
         else "cannot connect"
+    )
     m = _HOST.search(text)
     return f"{kind} {m.group(1)}" if m else kind
 
@@ -198,8 +216,9 @@ def retry_call(
             verdict = classify(exc)
             reason = scrub(verdict.reason, secrets)
             if verdict.kind == UNREACHABLE:
-                raise NetworkUnreachable(f"{what}: network unreachable ({reason}); check the connection or "
-                                         "proxy settings") from None
+                raise NetworkUnreachable(
+                    f"{what}: network unreachable ({reason}); check the connection or proxy settings"
+                ) from None
             if verdict.kind == FATAL:
                 raise PgtradeError(f"{what}: {reason}") from None
             elapsed = clock() - start
@@ -207,8 +226,10 @@ def retry_call(
             if verdict.retry_after is not None:
                 wait = max(wait, verdict.retry_after)
             if attempt >= policy.attempts or elapsed + wait > policy.total:
-                raise RetriesExhausted(f"{what}: gave up after {attempt} attempt{'s' if attempt > 1 else ''} in "
-                                       f"{elapsed:.1f}s; last error: {reason}") from None
+                raise RetriesExhausted(
+                    f"{what}: gave up after {attempt} attempt{'s' if attempt > 1 else ''} in "
+                    f"{elapsed:.1f}s; last error: {reason}"
+                ) from None
             log.warning("%s: attempt %d failed (%s); retrying in %.2fs", what, attempt, reason, wait)
             if on_retry:
                 on_retry(attempt, verdict, wait)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import psycopg
@@ -28,8 +28,15 @@ from .csv_loader import daily_stamp
 KEY_ENV, SECRET_ENV = "ALPACA_API_KEY", "ALPACA_SECRET_KEY"
 _NEW_YORK = ZoneInfo("America/New_York")
 #: pgtrade interval code -> (amount, TimeFrameUnit name)
-INTERVALS = {"1m": (1, "Minute"), "5m": (5, "Minute"), "15m": (15, "Minute"), "30m": (30, "Minute"),
-             "1h": (1, "Hour"), "4h": (4, "Hour"), "1d": (1, "Day")}
+INTERVALS = {
+    "1m": (1, "Minute"),
+    "5m": (5, "Minute"),
+    "15m": (15, "Minute"),
+    "30m": (30, "Minute"),
+    "1h": (1, "Hour"),
+    "4h": (4, "Hour"),
+    "1d": (1, "Day"),
+}
 
 #: fetch(symbols, start, end, interval) -> alpaca.data.models.BarSet
 Fetch = Callable[[Sequence[str], datetime, datetime | None, str], object]
@@ -67,8 +74,14 @@ def client_fetch(*, feed: str = "iex", env: dict | None = None) -> Fetch:
     client._retry = 0
 
     def fetch(symbols, start, end, interval):
-        req = StockBarsRequest(symbol_or_symbols=list(symbols), timeframe=timeframe(interval), start=start, end=end,
-                               adjustment=Adjustment.RAW, feed=DataFeed(feed))
+        req = StockBarsRequest(
+            symbol_or_symbols=list(symbols),
+            timeframe=timeframe(interval),
+            start=start,
+            end=end,
+            adjustment=Adjustment.RAW,
+            feed=DataFeed(feed),
+        )
         return client.get_stock_bars(req)
 
     return fetch
@@ -87,33 +100,69 @@ def normalize_barset(barset, *, interval: str) -> Iterator[Bar | Unparsed]:
         for b in bars:
             ts = getattr(b, "timestamp", None)
             if not isinstance(ts, datetime):
-                yield Unparsed(raw=repr(b)[:500], problem="alpaca bar without a timestamp", symbol=sym,
-                               interval=interval)
+                yield Unparsed(
+                    raw=repr(b)[:500], problem="alpaca bar without a timestamp", symbol=sym, interval=interval
+                )
                 continue
             if ts.tzinfo is None:  # alpaca-py parses RFC 3339 'Z' stamps as aware UTC; be explicit if not
-                ts = ts.replace(tzinfo=timezone.utc)
-            ts = daily_stamp(ts, _NEW_YORK) if daily else ts.astimezone(timezone.utc)
-            yield Bar(symbol=sym, interval=interval, ts=ts, open=_num(b.open), high=_num(b.high), low=_num(b.low),
-                      close=_num(b.close), volume=_num(b.volume))
+                ts = ts.replace(tzinfo=UTC)
+            ts = daily_stamp(ts, _NEW_YORK) if daily else ts.astimezone(UTC)
+            yield Bar(
+                symbol=sym,
+                interval=interval,
+                ts=ts,
+                open=_num(b.open),
+                high=_num(b.high),
+                low=_num(b.low),
+                close=_num(b.close),
+                volume=_num(b.volume),
+            )
 
 
-def fetch_bars(symbols: Sequence[str], *, start: datetime, end: datetime | None, interval: str, fetch: Fetch,
-               policy: RetryPolicy = RetryPolicy(), secrets: Sequence[str] = (), sleep=None, on_retry=None
-               ) -> list[Bar | Unparsed]:
+def fetch_bars(
+    symbols: Sequence[str],
+    *,
+    start: datetime,
+    end: datetime | None,
+    interval: str,
+    fetch: Fetch,
+    policy: RetryPolicy = RetryPolicy(),
+    secrets: Sequence[str] = (),
+    sleep=None,
+    on_retry=None,
+) -> list[Bar | Unparsed]:
     timeframe(interval)  # validate before any request
     extra = {"sleep": sleep} if sleep else {}
-    barset = retry_call(lambda: fetch(list(symbols), start, end, interval), what="alpaca bars", policy=policy,
-                        secrets=secrets, on_retry=on_retry, **extra)
+    barset = retry_call(
+        lambda: fetch(list(symbols), start, end, interval),
+        what="alpaca bars",
+        policy=policy,
+        secrets=secrets,
+        on_retry=on_retry,
+        **extra,
+    )
     return list(normalize_barset(barset, interval=interval))
 
 
-def load_alpaca(conn: psycopg.Connection, symbols: Sequence[str], *, start: datetime, end: datetime | None,
-                interval: str, fetch: Fetch | None = None, feed: str = "iex", policy: RetryPolicy = RetryPolicy(),
-                sleep=None, auto_register: bool = True, asset_class: str = "stock") -> IngestReport:
+def load_alpaca(
+    conn: psycopg.Connection,
+    symbols: Sequence[str],
+    *,
+    start: datetime,
+    end: datetime | None,
+    interval: str,
+    fetch: Fetch | None = None,
+    feed: str = "iex",
+    policy: RetryPolicy = RetryPolicy(),
+    sleep=None,
+    auto_register: bool = True,
+    asset_class: str = "stock",
+) -> IngestReport:
     """Load Alpaca bars for ``symbols`` through the ingest path."""
     secrets = tuple(v for v in (os.environ.get(KEY_ENV), os.environ.get(SECRET_ENV)) if v)
     if fetch is None:
         fetch = client_fetch(feed=feed)
-    bars = fetch_bars(symbols, start=start, end=end, interval=interval, fetch=fetch, policy=policy,
-                      secrets=secrets, sleep=sleep)
+    bars = fetch_bars(
+        symbols, start=start, end=end, interval=interval, fetch=fetch, policy=policy, secrets=secrets, sleep=sleep
+    )
     return ingest(conn, bars, source="alpaca", auto_register=auto_register, asset_class=asset_class)

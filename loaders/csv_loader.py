@@ -12,7 +12,7 @@ import gzip
 import io
 import re
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -29,9 +29,21 @@ HEADER_ALIASES: dict[str, tuple[str, ...]] = {
     "symbol": ("symbol", "ticker", "sym"),
 }
 _DATE_FORMATS = (
-    "%Y-%m-%d %H:%M:%S%z", "%Y-%m-%d %H:%M%z", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d",
-    "%Y/%m/%d %H:%M:%S", "%Y/%m/%d", "%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M", "%m/%d/%Y",
-    "%d.%m.%Y %H:%M:%S.%f", "%d.%m.%Y %H:%M:%S", "%d.%m.%Y %H:%M", "%d.%m.%Y", "%Y%m%d",
+    "%Y-%m-%d %H:%M:%S%z",
+    "%Y-%m-%d %H:%M%z",
+    "%Y-%m-%d %H:%M:%S",
+    "%Y-%m-%d %H:%M",
+    "%Y-%m-%d",
+    "%Y/%m/%d %H:%M:%S",
+    "%Y/%m/%d",
+    "%m/%d/%Y %H:%M:%S",
+    "%m/%d/%Y %H:%M",
+    "%m/%d/%Y",
+    "%d.%m.%Y %H:%M:%S.%f",
+    "%d.%m.%Y %H:%M:%S",
+    "%d.%m.%Y %H:%M",
+    "%d.%m.%Y",
+    "%Y%m%d",
 )
 _EPOCH = re.compile(r"^\d{9,13}(\.\d+)?$")
 
@@ -61,7 +73,7 @@ def parse_timestamp(text: str, tz: ZoneInfo) -> datetime:
     s = text.strip()
     if _EPOCH.match(s):
         value = float(s)
-        return datetime.fromtimestamp(value / 1000 if value > 1e11 else value, tz=timezone.utc)
+        return datetime.fromtimestamp(value / 1000 if value > 1e11 else value, tz=UTC)
     iso = s[:-1] + "+00:00" if s.endswith(("Z", "z")) else s
     try:
         dt = datetime.fromisoformat(iso)
@@ -76,13 +88,13 @@ def parse_timestamp(text: str, tz: ZoneInfo) -> datetime:
             raise ValueError(f"unrecognized timestamp {s[:40]!r}") from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=tz)
-    return dt.astimezone(timezone.utc)
+    return dt.astimezone(UTC)
 
 
 def daily_stamp(dt_utc: datetime, tz: ZoneInfo) -> datetime:
     """A daily bar's stamp: its calendar date (in the file's zone) at 00:00 UTC."""
     local = dt_utc.astimezone(tz)
-    return datetime(local.year, local.month, local.day, tzinfo=timezone.utc)
+    return datetime(local.year, local.month, local.day, tzinfo=UTC)
 
 
 def read_csv(
@@ -138,8 +150,12 @@ def _read(fh, *, symbol: str | None, interval: str, zone: ZoneInfo, name: str) -
             sym = row[cols["symbol"]].strip().upper() if len(row) > cols["symbol"] else None
         raw = ",".join(row)[:500]
         if len(row) < width:
-            yield Unparsed(raw=raw, problem=f"line {lineno}: {len(row)} fields, expected at least {width}",
-                           symbol=sym, interval=interval)
+            yield Unparsed(
+                raw=raw,
+                problem=f"line {lineno}: {len(row)} fields, expected at least {width}",
+                symbol=sym,
+                interval=interval,
+            )
             continue
         try:
             ts = parse_timestamp(row[cols["ts"]], zone)
@@ -149,6 +165,14 @@ def _read(fh, *, symbol: str | None, interval: str, zone: ZoneInfo, name: str) -
         if daily:
             ts = daily_stamp(ts, zone)
         vol = row[cols["volume"]].strip() if "volume" in cols else "0"
-        bar = Bar(symbol=sym, interval=interval, ts=ts, open=row[cols["open"]], high=row[cols["high"]],
-                  low=row[cols["low"]], close=row[cols["close"]], volume=vol or "0")
+        bar = Bar(
+            symbol=sym,
+            interval=interval,
+            ts=ts,
+            open=row[cols["open"]],
+            high=row[cols["high"]],
+            low=row[cols["low"]],
+            close=row[cols["close"]],
+            volume=vol or "0",
+        )
         yield bar

@@ -46,8 +46,15 @@ def manifest(data_dir: Path = DATA_DIR) -> list[SampleSeries]:
     return [SampleSeries(**{k: v for k, v in entry.items() if k in fields}) for entry in json.loads(path.read_text())]
 
 
-def register_instrument(conn: psycopg.Connection, *, symbol: str, name: str | None, asset_class: str,
-                        currency: str = "USD", exchange: str | None = None) -> None:
+def register_instrument(
+    conn: psycopg.Connection,
+    *,
+    symbol: str,
+    name: str | None,
+    asset_class: str,
+    currency: str = "USD",
+    exchange: str | None = None,
+) -> None:
     tz, open_, close, weekends, step = _SESSIONS[asset_class]
     conn.execute(
         "SELECT market.upsert_instrument(%s::text, %s::text, %s::text, %s::text, %s::text, %s::numeric, %s::text, "
@@ -56,8 +63,9 @@ def register_instrument(conn: psycopg.Connection, *, symbol: str, name: str | No
     )
 
 
-def load_sample(conn: psycopg.Connection, *, symbols: list[str] | None = None, data_dir: Path = DATA_DIR,
-                progress=None) -> IngestReport:
+def load_sample(
+    conn: psycopg.Connection, *, symbols: list[str] | None = None, data_dir: Path = DATA_DIR, progress=None
+) -> IngestReport:
     """Register the sample instruments and load their bars; ``progress(series, report)`` after each file."""
     report = IngestReport()
     chosen = [s for s in manifest(data_dir) if not symbols or s.symbol in symbols]
@@ -65,10 +73,19 @@ def load_sample(conn: psycopg.Connection, *, symbols: list[str] | None = None, d
         raise PgtradeError(f"no sample series for {', '.join(symbols)} (see data/manifest.json)")
     for series in chosen:
         with conn.transaction():
-            register_instrument(conn, symbol=series.symbol, name=series.name, asset_class=series.asset_class,
-                                currency=series.currency, exchange=series.exchange)
-        part = ingest(conn, read_csv(data_dir / series.file, symbol=series.symbol, interval=series.interval),
-                      source=f"sample:{series.file}")
+            register_instrument(
+                conn,
+                symbol=series.symbol,
+                name=series.name,
+                asset_class=series.asset_class,
+                currency=series.currency,
+                exchange=series.exchange,
+            )
+        part = ingest(
+            conn,
+            read_csv(data_dir / series.file, symbol=series.symbol, interval=series.interval),
+            source=f"sample:{series.file}",
+        )
         report.merge(part)
         if progress:
             progress(series, part)

@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 
@@ -117,9 +117,18 @@ def sim_start(config: StreamConfig, now: datetime, ticks_per_minute: int) -> dat
 class Stream:
     """Run a feed: ``Stream(config, url=...).run()``; ``stop()`` (any thread) or Ctrl-C ends it with its stats."""
 
-    def __init__(self, config: StreamConfig, *, url: str, ticks: Iterable[Tick] | None = None,
-                 source_name: str | None = None, lead: float = 0.0, auto_register: bool = False,
-                 asset_class: str = "stock", on_connect: Callable[[int], None] | None = None):
+    def __init__(
+        self,
+        config: StreamConfig,
+        *,
+        url: str,
+        ticks: Iterable[Tick] | None = None,
+        source_name: str | None = None,
+        lead: float = 0.0,
+        auto_register: bool = False,
+        asset_class: str = "stock",
+        on_connect: Callable[[int], None] | None = None,
+    ):
         self.config = config
         self.url = url
         self.ticks = ticks
@@ -159,10 +168,14 @@ class Stream:
         batch = list(latest.values())
 
         def attempt():
-            conn = self.conn if self.conn is not None and not self.conn.closed and not self.conn.broken \
+            conn = (
+                self.conn
+                if self.conn is not None and not self.conn.closed and not self.conn.broken
                 else self._connect()
-            return ingest_batch(conn, batch, source=self.source_name, auto_register=self.auto_register,
-                                asset_class=self.asset_class)
+            )
+            return ingest_batch(
+                conn, batch, source=self.source_name, auto_register=self.auto_register, asset_class=self.asset_class
+            )
 
         def on_retry(_n, _verdict, _wait):
             self.stats.db_errors += 1
@@ -173,8 +186,12 @@ class Stream:
         st = self.stats
         st.batches += 1
         st.coalesced += len(items) - len(batch)
-        st.inserted, st.updated, st.unchanged, st.rejected = (st.inserted + t.inserted, st.updated + t.updated,
-                                                              st.unchanged + t.unchanged, st.rejected + t.rejected)
+        st.inserted, st.updated, st.unchanged, st.rejected = (
+            st.inserted + t.inserted,
+            st.updated + t.updated,
+            st.unchanged + t.unchanged,
+            st.rejected + t.rejected,
+        )
         st.latencies_ns.extend(done - arrival for arrival, _ in items)
         st.bars.update(k for k in latest if isinstance(k, tuple))
 
@@ -209,9 +226,12 @@ class Stream:
                     self.stats.stopped_by = "source exhausted"
                     break
                 now_ns = time.perf_counter_ns()
-                while (nxt is not None and len(pending) < cfg.max_batch
-                       and (cfg.max_bars is None or self.stats.updates < cfg.max_bars)
-                       and self._due_ns(nxt.offset) <= now_ns):
+                while (
+                    nxt is not None
+                    and len(pending) < cfg.max_batch
+                    and (cfg.max_bars is None or self.stats.updates < cfg.max_bars)
+                    and self._due_ns(nxt.offset) <= now_ns
+                ):
                     if nxt.bar is not None:
                         pending.append((self._due_ns(nxt.offset), nxt.bar))
                         self.stats.updates += 1
@@ -246,12 +266,14 @@ def _register_synthetic(conn: psycopg.Connection, symbols: Iterable[str]) -> Non
     from .sample import register_instrument
 
     with conn.transaction():
-        known = {r[0] for r in conn.execute("SELECT symbol FROM market.instruments WHERE symbol = ANY(%s)",
-                                            (list(symbols),))}
+        known = {
+            r[0] for r in conn.execute("SELECT symbol FROM market.instruments WHERE symbol = ANY(%s)", (list(symbols),))
+        }
         for sym in symbols:
             if sym not in known:
-                register_instrument(conn, symbol=sym, name="synthetic random walk (pgtrade stream)",
-                                    asset_class="crypto")
+                register_instrument(
+                    conn, symbol=sym, name="synthetic random walk (pgtrade stream)", asset_class="crypto"
+                )
 
 
 def replay_ticks(conn: psycopg.Connection, symbols: list[str], *, start: datetime) -> tuple[Iterator[Tick], str]:
@@ -261,10 +283,15 @@ def replay_ticks(conn: psycopg.Connection, symbols: list[str], *, start: datetim
     for sym in symbols:
         row = conn.execute(
             "SELECT interval FROM market.bars WHERE symbol = %s GROUP BY interval "
-            "ORDER BY min((SELECT step FROM market.intervals WHERE code = interval)) LIMIT 1", (sym,)).fetchone()
+            "ORDER BY min((SELECT step FROM market.intervals WHERE code = interval)) LIMIT 1",
+            (sym,),
+        ).fetchone()
         if row:
-            bars = conn.execute("SELECT open, high, low, close, volume FROM market.bars WHERE symbol = %s "
-                                "AND interval = %s ORDER BY ts", (sym, row[0])).fetchall()
+            bars = conn.execute(
+                "SELECT open, high, low, close, volume FROM market.bars WHERE symbol = %s "
+                "AND interval = %s ORDER BY ts",
+                (sym, row[0]),
+            ).fetchall()
             used.append(f"{sym}:{row[0]}")
         else:
             from .csv_loader import read_csv
@@ -273,9 +300,11 @@ def replay_ticks(conn: psycopg.Connection, symbols: list[str], *, start: datetim
             entry = next((s for s in manifest() if s.symbol == sym), None)
             if entry is None:
                 raise PgtradeError(f"no stored history of {sym} to replay (load it first, e.g. pgtrade load sample)")
-            bars = [(b.open, b.high, b.low, b.close, b.volume)
-                    for b in read_csv(DATA_DIR / entry.file, symbol=sym, interval=entry.interval)
-                    if isinstance(b, Bar)]
+            bars = [
+                (b.open, b.high, b.low, b.close, b.volume)
+                for b in read_csv(DATA_DIR / entry.file, symbol=sym, interval=entry.interval)
+                if isinstance(b, Bar)
+            ]
             used.append(f"{sym}:{entry.interval}(bundled)")
         series[sym] = bars
 
@@ -285,14 +314,20 @@ def replay_ticks(conn: psycopg.Connection, symbols: list[str], *, start: datetim
             for sym, bars in series.items():
                 if i < len(bars):
                     o, h, lo, c, v = bars[i]
-                    yield Tick((i + 1) * 60.0, Bar(symbol=sym, interval="1m", ts=ts, open=o, high=h, low=lo, close=c,
-                                                   volume=v))
+                    yield Tick(
+                        (i + 1) * 60.0, Bar(symbol=sym, interval="1m", ts=ts, open=o, high=h, low=lo, close=c, volume=v)
+                    )
 
     return gen(), "replay:" + ",".join(used)
 
 
-def polling_ticks(fetch_recent: Callable[[], list[Bar | Unparsed]], *, poll_seconds: float,
-                  elapsed: Callable[[], float], stats: StreamStats) -> Iterator[Tick]:
+def polling_ticks(
+    fetch_recent: Callable[[], list[Bar | Unparsed]],
+    *,
+    poll_seconds: float,
+    elapsed: Callable[[], float],
+    stats: StreamStats,
+) -> Iterator[Tick]:
     """Poll ``fetch_recent`` every ``poll_seconds`` (wall); bars arrive when the poll returns."""
     polls_ok = 0
     n = 0
@@ -328,7 +363,7 @@ def build(config: StreamConfig, *, url: str, fetch=None, on_connect=None) -> Str
     symbols = [s.strip().upper() for s in config.symbols if s.strip()]
     if not symbols:
         raise PgtradeError("no symbols given (--symbols A,B,...)")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     try:
         setup = psycopg.connect(url, connect_timeout=5)
     except psycopg.OperationalError as exc:
@@ -340,10 +375,17 @@ def build(config: StreamConfig, *, url: str, fetch=None, on_connect=None) -> Str
             cal: Calibration = calibrate_from(setup, config.calibrate_on)
             start = sim_start(config, now, len(symbols) * config.updates_per_minute)
             _register_synthetic(setup, symbols)
-            market = SyntheticMarket(symbols, cal, start=start, seed=config.seed,
-                                     updates_per_minute=config.updates_per_minute)
-            stream = Stream(config, url=url, ticks=market.ticks(), source_name="synthetic",
-                            lead=(now - start).total_seconds() if config.speed == 1 else 0.0, on_connect=on_connect)
+            market = SyntheticMarket(
+                symbols, cal, start=start, seed=config.seed, updates_per_minute=config.updates_per_minute
+            )
+            stream = Stream(
+                config,
+                url=url,
+                ticks=market.ticks(),
+                source_name="synthetic",
+                lead=(now - start).total_seconds() if config.speed == 1 else 0.0,
+                on_connect=on_connect,
+            )
             stream.calibration, stream.start = cal, start
             return stream
         if config.source == "replay":
@@ -351,8 +393,14 @@ def build(config: StreamConfig, *, url: str, fetch=None, on_connect=None) -> Str
                 raise PgtradeError("replay re-stamps bars as 1m bars; use --interval 1m")
             start = sim_start(config, now, len(symbols))
             ticks, name = replay_ticks(setup, symbols, start=start)
-            stream = Stream(config, url=url, ticks=ticks, source_name=name[:200],
-                            lead=(now - start).total_seconds() if config.speed == 1 else 0.0, on_connect=on_connect)
+            stream = Stream(
+                config,
+                url=url,
+                ticks=ticks,
+                source_name=name[:200],
+                lead=(now - start).total_seconds() if config.speed == 1 else 0.0,
+                on_connect=on_connect,
+            )
             stream.start = start
             return stream
     # live polling sources: --speed does not apply (the wall clock is the market's)
@@ -364,9 +412,17 @@ def build(config: StreamConfig, *, url: str, fetch=None, on_connect=None) -> Str
         from .yfinance_loader import fetch_history
 
         def recent():
-            start = datetime.now(timezone.utc) - timedelta(seconds=step * 5)
-            return list(yf_bars(symbols, start=start, end=None, interval=config.interval,
-                                fetch=fetch or fetch_history, policy=config.api_policy))
+            start = datetime.now(UTC) - timedelta(seconds=step * 5)
+            return list(
+                yf_bars(
+                    symbols,
+                    start=start,
+                    end=None,
+                    interval=config.interval,
+                    fetch=fetch or fetch_history,
+                    policy=config.api_policy,
+                )
+            )
     else:
         import os
 
@@ -377,11 +433,21 @@ def build(config: StreamConfig, *, url: str, fetch=None, on_connect=None) -> Str
         secrets = [v for v in (os.environ.get(KEY_ENV), os.environ.get(SECRET_ENV)) if v]
 
         def recent():
-            start = datetime.now(timezone.utc) - timedelta(seconds=step * 5)
-            return alpaca_bars(symbols, start=start, end=None, interval=config.interval, fetch=api,
-                               policy=config.api_policy, secrets=secrets)
+            start = datetime.now(UTC) - timedelta(seconds=step * 5)
+            return alpaca_bars(
+                symbols,
+                start=start,
+                end=None,
+                interval=config.interval,
+                fetch=api,
+                policy=config.api_policy,
+                secrets=secrets,
+            )
 
-    stream.ticks = polling_ticks(recent, poll_seconds=config.poll_seconds,
-                                 elapsed=lambda: (time.perf_counter() - stream.t0) * config.speed,
-                                 stats=stream.stats)
+    stream.ticks = polling_ticks(
+        recent,
+        poll_seconds=config.poll_seconds,
+        elapsed=lambda: (time.perf_counter() - stream.t0) * config.speed,
+        stats=stream.stats,
+    )
     return stream

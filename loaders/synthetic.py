@@ -61,7 +61,8 @@ def calibrate(closes: Sequence[float], *, source: str, minutes_per_step: int = M
     diffusive = r[~jumps]
     scale = math.sqrt(minutes_per_step)
     return Calibration(
-        source=source, returns=len(r),
+        source=source,
+        returns=len(r),
         drift=float(np.mean(diffusive)) / minutes_per_step,
         vol=float(np.std(diffusive)) / scale,
         jump_rate=float(jumps.mean()) / minutes_per_step,
@@ -74,8 +75,9 @@ def calibrate_from(conn: psycopg.Connection | None, symbol: str = "SPX") -> Cali
     """Calibrate on ``symbol``'s stored daily closes, else on its bundled file (data/manifest.json)."""
     symbol = symbol.upper()
     if conn is not None:
-        rows = conn.execute("SELECT close FROM market.bars WHERE symbol = %s AND interval = '1d' ORDER BY ts",
-                            (symbol,)).fetchall()
+        rows = conn.execute(
+            "SELECT close FROM market.bars WHERE symbol = %s AND interval = '1d' ORDER BY ts", (symbol,)
+        ).fetchall()
         if len(rows) >= 30:
             return calibrate([r[0] for r in rows], source=f"{symbol} 1d closes in market.bars ({len(rows)})")
     from .csv_loader import read_csv
@@ -91,8 +93,16 @@ def calibrate_from(conn: psycopg.Connection | None, symbol: str = "SPX") -> Cali
 class SyntheticMarket:
     """Deterministic forming-bar updates for ``symbols`` from ``start`` (an aligned minute, aware)."""
 
-    def __init__(self, symbols: Sequence[str], calibration: Calibration, *, start: datetime, seed: int | None = 0,
-                 updates_per_minute: int = 6, interval: str = "1m"):
+    def __init__(
+        self,
+        symbols: Sequence[str],
+        calibration: Calibration,
+        *,
+        start: datetime,
+        seed: int | None = 0,
+        updates_per_minute: int = 6,
+        interval: str = "1m",
+    ):
         if updates_per_minute < 1:
             raise PgtradeError("updates per minute must be at least 1")
         if interval != "1m":
@@ -119,14 +129,25 @@ class SyntheticMarket:
             volume = np.zeros(len(price), dtype=np.int64)
             for j in range(k):
                 z = rng.standard_normal(len(price))
-                jump = np.where(rng.random(len(price)) < sub_jump,
-                                rng.normal(cal.jump_mean, cal.jump_std, len(price)), 0.0)
+                jump = np.where(
+                    rng.random(len(price)) < sub_jump, rng.normal(cal.jump_mean, cal.jump_std, len(price)), 0.0
+                )
                 price = np.maximum(np.round(price * np.exp(sub_drift + sub_vol * self.vol_mult * z + jump), 2), 0.01)
                 highs, lows = np.maximum(highs, price), np.minimum(lows, price)
                 volume += rng.integers(100, 5000, len(price))
                 offset = minute * 60 + (j + 1) * 60 / k
                 for i, sym in enumerate(self.symbols):
-                    yield Tick(offset, Bar(symbol=sym, interval=self.interval, ts=ts, open=float(opens[i]),
-                                           high=float(highs[i]), low=float(lows[i]), close=float(price[i]),
-                                           volume=int(volume[i])))
+                    yield Tick(
+                        offset,
+                        Bar(
+                            symbol=sym,
+                            interval=self.interval,
+                            ts=ts,
+                            open=float(opens[i]),
+                            high=float(highs[i]),
+                            low=float(lows[i]),
+                            close=float(price[i]),
+                            volume=int(volume[i]),
+                        ),
+                    )
             minute += 1

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 import pandas as pd
@@ -59,8 +59,16 @@ def fetch_history(symbol: str, start, end, interval: str, *, session=None) -> pd
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
         return yf.Ticker(symbol, session=session).history(
-            start=start, end=end, interval=interval, auto_adjust=False, actions=False, keepna=True, prepost=False,
-            repair=False, timeout=20)
+            start=start,
+            end=end,
+            interval=interval,
+            auto_adjust=False,
+            actions=False,
+            keepna=True,
+            prepost=False,
+            repair=False,
+            timeout=20,
+        )
 
 
 def _per_symbol(frame: pd.DataFrame, symbols: Sequence[str]) -> Iterator[tuple[str, pd.DataFrame]]:
@@ -82,7 +90,7 @@ def _stamp(ts: pd.Timestamp, *, daily: bool, zone: ZoneInfo) -> datetime:
     if daily:
         # Yahoo's daily index is midnight in exchange time (tz-aware) or a plain date (download, tz-naive):
         # either way the bar's calendar date is the index's own date.
-        return datetime(ts.year, ts.month, ts.day, tzinfo=timezone.utc)
+        return datetime(ts.year, ts.month, ts.day, tzinfo=UTC)
     if ts.tzinfo is None:
         ts = ts.tz_localize(zone)
     return ts.tz_convert("UTC").to_pydatetime()
@@ -98,8 +106,9 @@ def _value(v):
         return str(v)
 
 
-def normalize_frame(frame: pd.DataFrame, *, symbols: Sequence[str], interval: str,
-                    exchange_tz: str = "America/New_York") -> Iterator[Bar | Unparsed]:
+def normalize_frame(
+    frame: pd.DataFrame, *, symbols: Sequence[str], interval: str, exchange_tz: str = "America/New_York"
+) -> Iterator[Bar | Unparsed]:
     """Bars of a yfinance frame (see the module docstring for the shapes and rules)."""
     if frame is None or frame.empty:
         return
@@ -109,40 +118,70 @@ def normalize_frame(frame: pd.DataFrame, *, symbols: Sequence[str], interval: st
         sym = symbol.strip().upper()
         missing = [name for name in ("Open", "High", "Low", "Close") if name not in df.columns]
         if missing:
-            yield Unparsed(raw=",".join(map(str, df.columns))[:500], symbol=sym, interval=interval,
-                           problem=f"yfinance frame lacks {', '.join(missing)}")
+            yield Unparsed(
+                raw=",".join(map(str, df.columns))[:500],
+                symbol=sym,
+                interval=interval,
+                problem=f"yfinance frame lacks {', '.join(missing)}",
+            )
             continue
         if not isinstance(df.index, pd.DatetimeIndex):
             raise PgtradeError("yfinance frame has no datetime index")
-        for ts, row in zip(df.index, df.itertuples(index=False, name=None)):
-            rec = dict(zip(df.columns, row))
+        for ts, row in zip(df.index, df.itertuples(index=False, name=None), strict=True):
+            rec = dict(zip(df.columns, row, strict=True))
             if pd.isna(ts):
                 yield Unparsed(raw=repr(rec)[:500], problem="missing timestamp", symbol=sym, interval=interval)
                 continue
-            yield Bar(symbol=sym, interval=interval, ts=_stamp(ts, daily=daily, zone=zone),
-                      open=_value(rec["Open"]), high=_value(rec["High"]), low=_value(rec["Low"]),
-                      close=_value(rec["Close"]), volume=_value(rec.get("Volume", 0)))
+            yield Bar(
+                symbol=sym,
+                interval=interval,
+                ts=_stamp(ts, daily=daily, zone=zone),
+                open=_value(rec["Open"]),
+                high=_value(rec["High"]),
+                low=_value(rec["Low"]),
+                close=_value(rec["Close"]),
+                volume=_value(rec.get("Volume", 0)),
+            )
 
 
-def fetch_bars(symbols: Sequence[str], *, start, end, interval: str, fetch: Fetch = fetch_history,
-               policy: RetryPolicy = RetryPolicy(), sleep=None, exchange_tz: str = "America/New_York",
-               on_retry=None) -> Iterator[Bar | Unparsed]:
+def fetch_bars(
+    symbols: Sequence[str],
+    *,
+    start,
+    end,
+    interval: str,
+    fetch: Fetch = fetch_history,
+    policy: RetryPolicy = RetryPolicy(),
+    sleep=None,
+    exchange_tz: str = "America/New_York",
+    on_retry=None,
+) -> Iterator[Bar | Unparsed]:
     """Fetch each symbol (with retries) and yield its normalized bars."""
     yfi = yf_interval(interval)
     extra = {"sleep": sleep} if sleep else {}
     for sym in symbols:
-        frame = retry_call(lambda s=sym: fetch(s, start, end, yfi), what=f"yfinance {sym}", policy=policy,
-                           on_retry=on_retry, **extra)
+        frame = retry_call(
+            lambda s=sym: fetch(s, start, end, yfi), what=f"yfinance {sym}", policy=policy, on_retry=on_retry, **extra
+        )
         yield from normalize_frame(frame, symbols=[sym], interval=interval, exchange_tz=exchange_tz)
 
 
-def load_yfinance(conn: psycopg.Connection, symbols: Sequence[str], *, start, end, interval: str,
-                  fetch: Fetch = fetch_history, policy: RetryPolicy = RetryPolicy(), sleep=None,
-                  auto_register: bool = True, asset_class: str = "stock") -> IngestReport:
+def load_yfinance(
+    conn: psycopg.Connection,
+    symbols: Sequence[str],
+    *,
+    start,
+    end,
+    interval: str,
+    fetch: Fetch = fetch_history,
+    policy: RetryPolicy = RetryPolicy(),
+    sleep=None,
+    auto_register: bool = True,
+    asset_class: str = "stock",
+) -> IngestReport:
     """Load Yahoo bars for ``symbols`` through the ingest path (one transaction per symbol)."""
     report = IngestReport()
     for sym in symbols:
-        bars = list(fetch_bars([sym], start=start, end=end, interval=interval, fetch=fetch, policy=policy,
-                               sleep=sleep))
+        bars = list(fetch_bars([sym], start=start, end=end, interval=interval, fetch=fetch, policy=policy, sleep=sleep))
         report.merge(ingest(conn, bars, source="yfinance", auto_register=auto_register, asset_class=asset_class))
     return report

@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import click
 import psycopg
@@ -68,8 +68,9 @@ def db() -> None:
 
 def _local_cluster() -> cluster_mod.Cluster:
     if external_server():
-        raise PgtradeError("PGTRADE_DATABASE_URL is set: pgtrade does not manage that server (unset it to use "
-                           "the local cluster)")
+        raise PgtradeError(
+            "PGTRADE_DATABASE_URL is set: pgtrade does not manage that server (unset it to use the local cluster)"
+        )
     return cluster_mod.default_cluster()
 
 
@@ -117,8 +118,9 @@ def db_status(as_json: bool) -> None:
             if as_json:
                 emit_json(info)
             else:
-                console.print(f"database not running (data dir {cl.data_dir}); start it: pgtrade db up",
-                              highlight=False)
+                console.print(
+                    f"database not running (data dir {cl.data_dir}); start it: pgtrade db up", highlight=False
+                )
             sys.exit(3)
     with connect() as conn:
         info["server_version"] = conn.execute("SHOW server_version").fetchone()[0]
@@ -167,8 +169,11 @@ def _do_migrate() -> None:
     with connect(autocommit=True) as conn:
         report = migrate(conn)
     applied = ", ".join(report.applied) if report.applied else "none new"
-    console.print(f"migrations applied: {applied} ({report.already} already applied); "
-                  f"{report.repeatable} repeatable files re-applied", highlight=False)
+    console.print(
+        f"migrations applied: {applied} ({report.already} already applied); "
+        f"{report.repeatable} repeatable files re-applied",
+        highlight=False,
+    )
     if report.dropped:
         console.print(f"dropped what no file defines any more: {', '.join(report.dropped)}", highlight=False)
 
@@ -187,8 +192,13 @@ def print_report(report, title: str, as_json: bool) -> None:
     for col in ("symbol", "inserted", "updated", "unchanged", "rejected"):
         table.add_column(col, justify="left" if col == "symbol" else "right")
     for sym, c in sorted(report.per_symbol.items(), key=lambda kv: str(kv[0])):
-        table.add_row(str(sym), f"{c.inserted:,}", f"{c.updated:,}", f"{c.unchanged:,}",
-                      f"[red]{c.rejected:,}[/red]" if c.rejected else "0")
+        table.add_row(
+            str(sym),
+            f"{c.inserted:,}",
+            f"{c.updated:,}",
+            f"{c.unchanged:,}",
+            f"[red]{c.rejected:,}[/red]" if c.rejected else "0",
+        )
     t = report.total
     table.add_row("[b]total[/b]", f"{t.inserted:,}", f"{t.updated:,}", f"{t.unchanged:,}", f"{t.rejected:,}")
     console.print(table)
@@ -211,9 +221,11 @@ def load_sample_cmd(symbols: str | None, as_json: bool) -> None:
     with connect() as conn:
         with _progress(as_json) as progress:
             task = progress.add_task("sample", total=sum(s.rows for s in series))
-            report = load_sample(conn, symbols=chosen,
-                                 progress=lambda s, part: progress.update(task, advance=s.rows,
-                                                                          description=s.symbol))
+            report = load_sample(
+                conn,
+                symbols=chosen,
+                progress=lambda s, part: progress.update(task, advance=s.rows, description=s.symbol),
+            )
         if report.minute_span:
             refresh_rollups(conn, *report.minute_span)
     print_report(report, "sample data loaded", as_json)
@@ -224,14 +236,24 @@ def load_sample_cmd(symbols: str | None, as_json: bool) -> None:
 @click.option("--symbol", help="Symbol of the bars (required unless the file has a symbol column).")
 @click.option("--interval", required=True, help="Bar interval: 1m, 5m, 15m, 30m, 1h, 4h, 1d.")
 @click.option("--tz", default="UTC", show_default=True, help="Time zone of timestamps that carry no offset.")
-@click.option("--asset-class", default="stock", show_default=True,
-              type=click.Choice(["stock", "etf", "index", "fx", "crypto"]), help="For symbols registered by this load.")
-@click.option("--auto-register/--no-auto-register", default=True, show_default=True,
-              help="Register unknown symbols (flagged auto_registered) instead of rejecting their bars.")
+@click.option(
+    "--asset-class",
+    default="stock",
+    show_default=True,
+    type=click.Choice(["stock", "etf", "index", "fx", "crypto"]),
+    help="For symbols registered by this load.",
+)
+@click.option(
+    "--auto-register/--no-auto-register",
+    default=True,
+    show_default=True,
+    help="Register unknown symbols (flagged auto_registered) instead of rejecting their bars.",
+)
 @click.option("--json", "as_json", is_flag=True)
 @user_errors
-def load_csv_cmd(path: str, symbol: str | None, interval: str, tz: str, asset_class: str, auto_register: bool,
-                 as_json: bool) -> None:
+def load_csv_cmd(
+    path: str, symbol: str | None, interval: str, tz: str, asset_class: str, auto_register: bool, as_json: bool
+) -> None:
     """Load an OHLCV CSV file (plain or .gz; common header spellings and date formats)."""
     from loaders.csv_loader import read_csv
 
@@ -242,10 +264,15 @@ def load_csv_cmd(path: str, symbol: str | None, interval: str, tz: str, asset_cl
         conn.commit()
         with _progress(as_json) as progress:
             task = progress.add_task(os.path.basename(path), total=None)
-            report = ingest(conn, read_csv(path, symbol=symbol, interval=interval, tz=tz),
-                            source=f"csv:{os.path.basename(path)}", auto_register=auto_register,
-                            asset_class=asset_class, workers=2,
-                            on_batch=lambda n: progress.update(task, advance=n))
+            report = ingest(
+                conn,
+                read_csv(path, symbol=symbol, interval=interval, tz=tz),
+                source=f"csv:{os.path.basename(path)}",
+                auto_register=auto_register,
+                asset_class=asset_class,
+                workers=2,
+                on_batch=lambda n: progress.update(task, advance=n),
+            )
         if report.minute_span:
             refresh_rollups(conn, *report.minute_span)
     print_report(report, f"{path} loaded", as_json)
@@ -270,8 +297,14 @@ def _progress(quiet: bool):
         return _NoProgress()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=err_console, transient=True)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- summary
@@ -284,8 +317,15 @@ def summary(as_json: bool) -> None:
         rows = conn.execute("SELECT * FROM market.data_summary()").fetchall()
         rejected = conn.execute("SELECT count(*) FROM market.rejected_bars").fetchone()[0]
     if as_json:
-        emit_json({"series": [dict(zip(("symbol", "interval", "bars", "first_ts", "last_ts", "last_close"), r))
-                              for r in rows], "rejected_bars": rejected})
+        emit_json(
+            {
+                "series": [
+                    dict(zip(("symbol", "interval", "bars", "first_ts", "last_ts", "last_close"), r, strict=True))
+                    for r in rows
+                ],
+                "rejected_bars": rejected,
+            }
+        )
         return
     table = Table(title="market data")
     for col in ("symbol", "interval", "bars", "first", "last", "last close"):
@@ -297,12 +337,11 @@ def summary(as_json: bool) -> None:
 
 
 def _fmt_ts(ts: datetime | None) -> str:
-    return ts.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M") if ts else "-"
+    return ts.astimezone(UTC).strftime("%Y-%m-%d %H:%M") if ts else "-"
 
 
 # Command modules register themselves on the groups above (imported last: they import this module).
-from . import cli_feeds  # noqa: E402,F401
-from . import cli_trading  # noqa: E402,F401
+from . import cli_feeds, cli_trading  # noqa: E402,F401
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timezone
+from datetime import UTC, date, datetime, time
 
 import click
 from rich.table import Table
@@ -25,11 +25,11 @@ def _when(text: str | None, name: str) -> datetime | None:
         return None
     try:
         if len(text) == 10:
-            return datetime.combine(date.fromisoformat(text), time(0), tzinfo=timezone.utc)
+            return datetime.combine(date.fromisoformat(text), time(0), tzinfo=UTC)
         dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise PgtradeError(f"--{name}: not a date or ISO 8601 timestamp: {text!r}") from None
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 def _refresh(conn, report) -> None:
@@ -43,8 +43,13 @@ _COMMON = [
     click.option("--symbols", required=True, help="Comma-separated symbols, e.g. AAPL,MSFT."),
     click.option("--start", required=True, help="First day (YYYY-MM-DD) or ISO 8601 timestamp (naive = UTC)."),
     click.option("--end", help="End, exclusive (default: now)."),
-    click.option("--asset-class", default="stock", show_default=True,
-                 type=click.Choice(["stock", "etf", "index", "fx", "crypto"]), help="For symbols this load registers."),
+    click.option(
+        "--asset-class",
+        default="stock",
+        show_default=True,
+        type=click.Choice(["stock", "etf", "index", "fx", "crypto"]),
+        help="For symbols this load registers.",
+    ),
     click.option("--json", "as_json", is_flag=True, help="Machine-readable output."),
 ]
 
@@ -57,27 +62,48 @@ def _common(fn):
 
 @load.command("yfinance")
 @_common
-@click.option("--interval", default="1d", show_default=True, type=click.Choice(["1m", "5m", "15m", "30m", "1h", "1d"]),
-              help="Bar interval (Yahoo keeps 1m bars ~7 days, other intraday ~60 days; its US-equity 1h bars "
-                   "open at hh:30 and are stored as stamped).")
+@click.option(
+    "--interval",
+    default="1d",
+    show_default=True,
+    type=click.Choice(["1m", "5m", "15m", "30m", "1h", "1d"]),
+    help="Bar interval (Yahoo keeps 1m bars ~7 days, other intraday ~60 days; its US-equity 1h bars "
+    "open at hh:30 and are stored as stamped).",
+)
 @user_errors
 def load_yfinance_cmd(symbols, start, end, asset_class, as_json, interval) -> None:
     """Load Yahoo Finance bars (unadjusted) through the ingest path; NaN rows are recorded as rejects."""
     from loaders.yfinance_loader import load_yfinance
 
     with connect() as conn:
-        report = load_yfinance(conn, _symbols(symbols), start=_when(start, "start"), end=_when(end, "end"),
-                               interval=interval, asset_class=asset_class)
+        report = load_yfinance(
+            conn,
+            _symbols(symbols),
+            start=_when(start, "start"),
+            end=_when(end, "end"),
+            interval=interval,
+            asset_class=asset_class,
+        )
         _refresh(conn, report)
     print_report(report, "yfinance bars loaded", as_json)
 
 
 @load.command("alpaca")
 @_common
-@click.option("--interval", default="1d", show_default=True,
-              type=click.Choice(["1m", "5m", "15m", "30m", "1h", "4h", "1d"]), help="Bar interval.")
-@click.option("--feed", default="iex", show_default=True, type=click.Choice(["iex", "sip"]),
-              help="Alpaca data feed (free accounts: iex).")
+@click.option(
+    "--interval",
+    default="1d",
+    show_default=True,
+    type=click.Choice(["1m", "5m", "15m", "30m", "1h", "4h", "1d"]),
+    help="Bar interval.",
+)
+@click.option(
+    "--feed",
+    default="iex",
+    show_default=True,
+    type=click.Choice(["iex", "sip"]),
+    help="Alpaca data feed (free accounts: iex).",
+)
 @user_errors
 def load_alpaca_cmd(symbols, start, end, asset_class, as_json, interval, feed) -> None:
     """Load Alpaca bars (raw prices) through the ingest path. Keys: $ALPACA_API_KEY and $ALPACA_SECRET_KEY."""
@@ -85,32 +111,64 @@ def load_alpaca_cmd(symbols, start, end, asset_class, as_json, interval, feed) -
 
     credentials()  # fail with one line before touching the database
     with connect() as conn:
-        report = load_alpaca(conn, _symbols(symbols), start=_when(start, "start"), end=_when(end, "end"),
-                             interval=interval, feed=feed, asset_class=asset_class)
+        report = load_alpaca(
+            conn,
+            _symbols(symbols),
+            start=_when(start, "start"),
+            end=_when(end, "end"),
+            interval=interval,
+            feed=feed,
+            asset_class=asset_class,
+        )
         _refresh(conn, report)
     print_report(report, "alpaca bars loaded", as_json)
 
 
 @main.command("stream")
-@click.option("--source", required=True, type=click.Choice(["replay", "synthetic", "yfinance", "alpaca"]),
-              help="replay stored history, a calibrated synthetic walk, or poll an API.")
+@click.option(
+    "--source",
+    required=True,
+    type=click.Choice(["replay", "synthetic", "yfinance", "alpaca"]),
+    help="replay stored history, a calibrated synthetic walk, or poll an API.",
+)
 @click.option("--symbols", required=True, help="Comma-separated symbols (synthetic ones are registered).")
 @click.option("--interval", default="1m", show_default=True, help="Bar interval (replay and synthetic: 1m).")
-@click.option("--speed", default=1.0, show_default=True, type=float,
-              help="Simulated time per wall second (replay/synthetic); above 1 the run ends at the present.")
+@click.option(
+    "--speed",
+    default=1.0,
+    show_default=True,
+    type=float,
+    help="Simulated time per wall second (replay/synthetic); above 1 the run ends at the present.",
+)
 @click.option("--duration", type=float, help="Stop after this many seconds.")
 @click.option("--max-bars", type=int, help="Stop after this many bar updates.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the synthetic walk.")
-@click.option("--updates-per-minute", default=6, show_default=True, type=int,
-              help="Synthetic: updates of each symbol's forming bar per simulated minute.")
-@click.option("--calibrate-on", default="SPX", show_default=True,
-              help="Synthetic: daily series whose returns set drift, volatility and jumps.")
-@click.option("--poll", "poll_seconds", default=30.0, show_default=True, type=float,
-              help="yfinance/alpaca: seconds between polls.")
+@click.option(
+    "--updates-per-minute",
+    default=6,
+    show_default=True,
+    type=int,
+    help="Synthetic: updates of each symbol's forming bar per simulated minute.",
+)
+@click.option(
+    "--calibrate-on",
+    default="SPX",
+    show_default=True,
+    help="Synthetic: daily series whose returns set drift, volatility and jumps.",
+)
+@click.option(
+    "--poll",
+    "poll_seconds",
+    default=30.0,
+    show_default=True,
+    type=float,
+    help="yfinance/alpaca: seconds between polls.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @user_errors
-def stream_cmd(source, symbols, interval, speed, duration, max_bars, seed, updates_per_minute, calibrate_on,
-               poll_seconds, as_json) -> None:
+def stream_cmd(
+    source, symbols, interval, speed, duration, max_bars, seed, updates_per_minute, calibrate_on, poll_seconds, as_json
+) -> None:
     """Feed bars into the database live, through the ingest path; Ctrl-C stops with a summary.
 
     Reports arrival-to-commit latency (p50/p99/max) and counts at the end. Rides out dropped database
@@ -120,13 +178,24 @@ def stream_cmd(source, symbols, interval, speed, duration, max_bars, seed, updat
 
     if duration is None and max_bars is None and speed != 1 and source in ("replay", "synthetic"):
         raise PgtradeError("--speed above 1 needs --duration or --max-bars (simulated time must end by now)")
-    cfg = StreamConfig(source=source, symbols=tuple(_symbols(symbols)), interval=interval, speed=speed,
-                       duration=duration, max_bars=max_bars, seed=seed, updates_per_minute=updates_per_minute,
-                       calibrate_on=calibrate_on, poll_seconds=poll_seconds)
+    cfg = StreamConfig(
+        source=source,
+        symbols=tuple(_symbols(symbols)),
+        interval=interval,
+        speed=speed,
+        duration=duration,
+        max_bars=max_bars,
+        seed=seed,
+        updates_per_minute=updates_per_minute,
+        calibrate_on=calibrate_on,
+        poll_seconds=poll_seconds,
+    )
     stream = build(cfg, url=database_url())
     if not as_json:
-        console.print(f"streaming {source} for {', '.join(cfg.symbols)} into {stream.source_name!r} "
-                      "(Ctrl-C stops)", highlight=False)
+        console.print(
+            f"streaming {source} for {', '.join(cfg.symbols)} into {stream.source_name!r} (Ctrl-C stops)",
+            highlight=False,
+        )
     stats = stream.run()
     summary = stats.summary()
     if as_json:
@@ -134,8 +203,21 @@ def stream_cmd(source, symbols, interval, speed, duration, max_bars, seed, updat
         return
     lat = summary["latency_ms"]
     table = Table(title=f"stream summary ({summary['stopped_by']})", show_header=False)
-    for key in ("updates", "distinct_bars", "batches", "inserted", "updated", "unchanged", "rejected", "coalesced",
-                "reconnects", "db_errors", "api_errors", "elapsed_s", "updates_per_s"):
+    for key in (
+        "updates",
+        "distinct_bars",
+        "batches",
+        "inserted",
+        "updated",
+        "unchanged",
+        "rejected",
+        "coalesced",
+        "reconnects",
+        "db_errors",
+        "api_errors",
+        "elapsed_s",
+        "updates_per_s",
+    ):
         table.add_row(key, str(summary[key]))
     table.add_row("latency p50 / p99 / max (ms)", f"{lat['p50']} / {lat['p99']} / {lat['max']}")
     console.print(table)

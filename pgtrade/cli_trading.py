@@ -35,8 +35,11 @@ def _price(ctx, param, value):
 
 
 def _account_id(conn, name: str) -> int:
-    row = conn.cursor(row_factory=tuple_row).execute("SELECT id FROM trading.accounts WHERE name = %s",
-                                                    (name,)).fetchone()
+    row = (
+        conn.cursor(row_factory=tuple_row)
+        .execute("SELECT id FROM trading.accounts WHERE name = %s", (name,))
+        .fetchone()
+    )
     if row is None:
         raise PgtradeError(f"unknown account {name!r} (create it: SELECT trading.create_account('{name}', 100000))")
     return row[0]
@@ -55,8 +58,12 @@ def _fmt(v) -> str:
 def _table(title: str, rows: list[dict], columns) -> Table:
     table = Table(title=title)
     for c in columns:
-        table.add_column(c, justify="right" if c in {"id", "qty", "filled_qty"} or "price" in c or "pnl" in c
-                         or "value" in c else "left")
+        table.add_column(
+            c,
+            justify="right"
+            if c in {"id", "qty", "filled_qty"} or "price" in c or "pnl" in c or "value" in c
+            else "left",
+        )
     for r in rows:
         table.add_row(*(_fmt(r.get(c)) for c in columns))
     return table
@@ -68,29 +75,39 @@ def order() -> None:
     """Place and cancel orders (trading.place_order / trading.cancel_order)."""
 
 
-def _place(side: str, symbol: str, qty: Decimal, limit, stop, stop_loss, take_profit, tif, client_id, account,
-           as_json) -> None:
-    type_ = "stop_limit" if limit is not None and stop is not None else (
-        "limit" if limit is not None else "stop" if stop is not None else "market")
+def _place(
+    side: str, symbol: str, qty: Decimal, limit, stop, stop_loss, take_profit, tif, client_id, account, as_json
+) -> None:
+    type_ = (
+        "stop_limit"
+        if limit is not None and stop is not None
+        else ("limit" if limit is not None else "stop" if stop is not None else "market")
+    )
     with connect() as conn:
         conn.row_factory = dict_row
         acct = _account_id(conn, account)
         row = conn.execute(
             "SELECT * FROM trading.place_order(%s, %s, %s, %s::numeric, %s, %s::numeric, %s::numeric, %s, %s,"
             " %s::numeric, %s::numeric, 'manual')",
-            (acct, symbol, side, qty, type_, limit, stop, tif, client_id, stop_loss, take_profit)).fetchone()
+            (acct, symbol, side, qty, type_, limit, stop, tif, client_id, stop_loss, take_profit),
+        ).fetchone()
         conn.commit()  # a rejection is recorded too
     if as_json:
         emit_json(row)
     if row["status"] == "rejected":
         if not as_json:
-            err_console.print(f"[red]rejected:[/red] order {row['id']} {row['reject_code']} {row['reject_reason']}",
-                              highlight=False, soft_wrap=True)
+            err_console.print(
+                f"[red]rejected:[/red] order {row['id']} {row['reject_code']} {row['reject_reason']}",
+                highlight=False,
+                soft_wrap=True,
+            )
         sys.exit(1)
     if not as_json:
         price = f" at {_fmt(row['avg_fill_price'])}" if row["avg_fill_price"] is not None else ""
-        console.print(f"order {row['id']} {row['status']}: {row['side']} {_fmt(row['qty'])} {row['symbol']} "
-                      f"{row['type']}{price}", highlight=False)
+        console.print(
+            f"order {row['id']} {row['status']}: {row['side']} {_fmt(row['qty'])} {row['symbol']} {row['type']}{price}",
+            highlight=False,
+        )
 
 
 def _order_command(side: str):
@@ -109,8 +126,10 @@ def _order_command(side: str):
     def cmd(symbol, qty, limit, stop, stop_loss, take_profit, tif, client_id, account, as_json):
         _place(side, symbol, qty, limit, stop, stop_loss, take_profit, tif, client_id, account, as_json)
 
-    cmd.__doc__ = (f"{side.capitalize()} QTY of SYMBOL: market by default, limit/stop/stop-limit with --limit/--stop. "
-                   "A rejected order is recorded and printed in one line (exit status 1).")
+    cmd.__doc__ = (
+        f"{side.capitalize()} QTY of SYMBOL: market by default, limit/stop/stop-limit with --limit/--stop. "
+        "A rejected order is recorded and printed in one line (exit status 1)."
+    )
     return cmd
 
 
@@ -131,8 +150,10 @@ def order_cancel(order_id: int, as_json: bool) -> None:
     if as_json:
         emit_json(row)
     else:
-        console.print(f"order {row['id']} {row['status']} (filled {_fmt(row['filled_qty'])} of {_fmt(row['qty'])})",
-                      highlight=False)
+        console.print(
+            f"order {row['id']} {row['status']} (filled {_fmt(row['filled_qty'])} of {_fmt(row['qty'])})",
+            highlight=False,
+        )
 
 
 # ---------------------------------------------------------------------------------------------------- reads
@@ -150,7 +171,8 @@ def orders_cmd(status: str, limit_: int, account: str, as_json: bool) -> None:
         rows = conn.execute(
             "SELECT * FROM trading.orders WHERE account_id = %s"
             " AND (%s = 'all' OR status IN ('accepted', 'partially_filled')) ORDER BY id DESC LIMIT %s",
-            (acct, status, limit_)).fetchall()
+            (acct, status, limit_),
+        ).fetchall()
     if as_json:
         emit_json(rows)
         return
@@ -173,13 +195,27 @@ def positions_cmd(show_all: bool, account: str, as_json: bool) -> None:
         rows = conn.execute(
             "SELECT symbol, qty, avg_price, last_price, market_value, unrealized_pnl, realized_pnl, commissions,"
             " last_price_at FROM trading.positions WHERE account_id = %s AND (%s OR qty <> 0) ORDER BY symbol",
-            (acct, show_all)).fetchall()
+            (acct, show_all),
+        ).fetchall()
     if as_json:
         emit_json(rows)
         return
-    console.print(_table(f"positions of {account}", rows,
-                         ["symbol", "qty", "avg_price", "last_price", "market_value", "unrealized_pnl",
-                          "realized_pnl", "commissions"]))
+    console.print(
+        _table(
+            f"positions of {account}",
+            rows,
+            [
+                "symbol",
+                "qty",
+                "avg_price",
+                "last_price",
+                "market_value",
+                "unrealized_pnl",
+                "realized_pnl",
+                "commissions",
+            ],
+        )
+    )
 
 
 @main.command("portfolio")
@@ -223,8 +259,9 @@ def events_follow(account: str | None, max_events: int | None, timeout: float | 
         acct = _account_id(conn, account) if account else None
         conn.execute("LISTEN pgtrade_events")
         if not as_json:
-            err_console.print(f"listening for events{' of ' + account if account else ''} (Ctrl-C stops)",
-                              highlight=False)
+            err_console.print(
+                f"listening for events{' of ' + account if account else ''} (Ctrl-C stops)", highlight=False
+            )
         try:
             while max_events is None or seen < max_events:
                 wait = None if deadline is None else deadline - time.monotonic()
@@ -242,15 +279,19 @@ def events_follow(account: str | None, max_events: int | None, timeout: float | 
                         ev = cur.execute(
                             "SELECT e.id, a.name AS account, e.kind, e.order_id, e.ts, e.payload"
                             " FROM trading.events e JOIN trading.accounts a ON a.id = e.account_id WHERE e.id = %s",
-                            (payload["id"],)).fetchone()
+                            (payload["id"],),
+                        ).fetchone()
                     if ev is None:
                         continue
                     seen += 1
                     if as_json:
                         click.echo(json.dumps(ev, default=str))
                     else:
-                        console.print(f"{_fmt(ev['ts'])} {ev['account']} {ev['kind']} order {ev['order_id']} "
-                                      f"{json.dumps(ev['payload'], default=str)}", highlight=False, soft_wrap=True)
+                        console.print(
+                            f"{_fmt(ev['ts'])} {ev['account']} {ev['kind']} order {ev['order_id']} "
+                            f"{json.dumps(ev['payload'], default=str)}",
+                            highlight=False,
+                            soft_wrap=True,
+                        )
         except KeyboardInterrupt:
             pass
-

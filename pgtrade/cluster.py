@@ -111,8 +111,7 @@ class Cluster:
 
     def url(self, dbname: str | None = None) -> str:
         return (
-            f"postgresql://{SUPERUSER}:{quote(self.password(), safe='')}@127.0.0.1:{self.port}/"
-            f"{dbname or self.dbname}"
+            f"postgresql://{SUPERUSER}:{quote(self.password(), safe='')}@127.0.0.1:{self.port}/{dbname or self.dbname}"
         )
 
     def socket_url(self, dbname: str | None = None) -> str:
@@ -155,16 +154,27 @@ class Cluster:
                 _check_reachable(self.home, owner.pw_name)
             _run_as_server_user(
                 [
-                    str(PG_BIN / "initdb"), "-D", str(self.data_dir), "-U", SUPERUSER, "-E", "UTF8",
-                    "--locale=C.UTF-8", "--auth-local=scram-sha-256", "--auth-host=scram-sha-256",
+                    str(PG_BIN / "initdb"),
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    SUPERUSER,
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8",
+                    "--auth-local=scram-sha-256",
+                    "--auth-host=scram-sha-256",
                     f"--pwfile={pwfile}",
                 ]
             )
         finally:
             pwfile.unlink(missing_ok=True)
         conf = self.data_dir / "postgresql.conf"
-        settings = _server_settings(self.dbname) | {"port": str(self.port), "listen_addresses": f"'{self.listen}'",
-                                                    "unix_socket_directories": f"'{self.socket_dir}'"}
+        settings = _server_settings(self.dbname) | {
+            "port": str(self.port),
+            "listen_addresses": f"'{self.listen}'",
+            "unix_socket_directories": f"'{self.socket_dir}'",
+        }
         settings |= dict(self.overrides)
         with conf.open("a") as fh:
             fh.write("\n# --- pgtrade ---\n")

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from itertools import islice
 
@@ -117,14 +117,34 @@ def _row(item: Bar | Unparsed) -> tuple:
     ts = item.ts
     if ts.tzinfo is None:
         # A naive timestamp is ambiguous; loaders must localize. Treat as an input error, not as UTC.
-        return (item.symbol, item.interval, None, None, None, None, None, None,
-                f"{item.symbol},{item.interval},{ts.isoformat()}", "timestamp has no time zone")
+        return (
+            item.symbol,
+            item.interval,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            f"{item.symbol},{item.interval},{ts.isoformat()}",
+            "timestamp has no time zone",
+        )
     try:
         nums = [_num(x) for x in (item.open, item.high, item.low, item.close, item.volume)]
     except (ArithmeticError, ValueError) as exc:
-        return (item.symbol, item.interval, ts, None, None, None, None, None,
-                f"{item.open},{item.high},{item.low},{item.close},{item.volume}", f"not a number: {exc}")
-    return (item.symbol, item.interval, ts.astimezone(timezone.utc), *nums, None, None)
+        return (
+            item.symbol,
+            item.interval,
+            ts,
+            None,
+            None,
+            None,
+            None,
+            None,
+            f"{item.open},{item.high},{item.low},{item.close},{item.volume}",
+            f"not a number: {exc}",
+        )
+    return (item.symbol, item.interval, ts.astimezone(UTC), *nums, None, None)
 
 
 def ingest(
@@ -208,12 +228,13 @@ def refresh_rollups(conn: psycopg.Connection, start: datetime, end: datetime) ->
     """Materialize the continuous aggregates over [start, end) now, e.g. after a 1-minute backfill older than
     their policies' windows. ``refresh_continuous_aggregate`` refuses a transaction block, so this uses a short
     autocommit session. The range is widened to whole days so every rollup's buckets are complete."""
-    lo = start.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
-    hi = end.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    lo = start.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    hi = end.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
     with psycopg.connect(conn.info.dsn, password=conn.info.password, autocommit=True) as ac:
         for view in ("market.bars_5m", "market.bars_1h", "market.bars_1d"):
-            ac.execute("CALL refresh_continuous_aggregate(%s::regclass, %s::timestamptz, %s::timestamptz)",
-                       (view, lo, hi))
+            ac.execute(
+                "CALL refresh_continuous_aggregate(%s::regclass, %s::timestamptz, %s::timestamptz)", (view, lo, hi)
+            )
 
 
 def _batches(items: Iterable, size: int) -> Iterator[list]:

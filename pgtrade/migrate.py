@@ -60,8 +60,9 @@ def migrate(conn: psycopg.Connection, db_dir: Path = DB_DIR) -> MigrationReport:
     _require_extensions(conn)
     report = MigrationReport()
     _ensure_ledger(conn)
-    applied = {row[0]: (row[1], row[2]) for row in conn.execute(
-        "SELECT version, name, checksum FROM ops.schema_migrations")}
+    applied = {
+        row[0]: (row[1], row[2]) for row in conn.execute("SELECT version, name, checksum FROM ops.schema_migrations")
+    }
     for path in numbered_files(db_dir):
         version, digest = path.name[:4], checksum(path)
         if version in applied:
@@ -129,8 +130,9 @@ def _drop_stale(conn: psycopg.Connection, started: str) -> list[str]:
             with conn.transaction():
                 conn.execute(f"DROP {kind.upper()} IF EXISTS {identity}")
         except psycopg.Error as exc:
-            raise MigrationError(f"cannot drop {kind} {identity}, which no repeatable file defines any more: "
-                                 f"{exc.diag.message_primary}") from exc
+            raise MigrationError(
+                f"cannot drop {kind} {identity}, which no repeatable file defines any more: {exc.diag.message_primary}"
+            ) from exc
         dropped.append(f"{kind} {identity}")
     conn.execute("DELETE FROM ops.repeatable_objects")
     with conn.cursor() as cur:

@@ -50,11 +50,15 @@ def server_url() -> Iterator[str]:
 
         with DockerImage(path=str(ROOT), dockerfile_path="docker/db/Dockerfile", tag="pgtrade-db:test") as image:
             # The entry point migrates on a socket-only server first; only the final server logs "ready".
-            with (DockerContainer(str(image)).with_env("POSTGRES_PASSWORD", "test")
-                  .with_env("POSTGRES_DB", TEST_DB).with_exposed_ports(5432).with_kwargs(shm_size="256m")) as c:
+            with (
+                DockerContainer(str(image))
+                .with_env("POSTGRES_PASSWORD", "test")
+                .with_env("POSTGRES_DB", TEST_DB)
+                .with_exposed_ports(5432)
+                .with_kwargs(shm_size="256m")
+            ) as c:
                 wait_for_logs(c, "database system is ready to accept connections", timeout=300)
-                yield (f"postgresql://postgres:test@{c.get_container_host_ip()}:"
-                       f"{c.get_exposed_port(5432)}/{TEST_DB}")
+                yield (f"postgresql://postgres:test@{c.get_container_host_ip()}:{c.get_exposed_port(5432)}/{TEST_DB}")
         return
     home = Path(tempfile.mkdtemp(prefix="pgtrade-test-", dir="/tmp"))
     os.chmod(home, 0o755)

@@ -15,7 +15,6 @@ import psycopg
 import pytest
 from psycopg import sql
 from psycopg.rows import dict_row
-
 from trading_support import T0, account, advance, bars, instrument
 
 NOW = T0 + timedelta(minutes=5)
@@ -27,15 +26,42 @@ def postgrest_status(sqlstate: str, authenticated: bool) -> int:
     """HTTP status PostgREST answers for an SQLSTATE: the table "HTTP Status Codes" in PostgREST's docs
     (docs/references/errors.rst, https://docs.postgrest.org/en/v12/references/errors.html#http-status-codes),
     checked in order, exact codes before their class."""
-    exact = {"23503": 409, "23505": 409, "25006": 405, "53400": 500, "P0001": 400, "42883": 404, "42P01": 404,
-             "42P17": 500}
+    exact = {
+        "23503": 409,
+        "23505": 409,
+        "25006": 405,
+        "53400": 500,
+        "P0001": 400,
+        "42883": 404,
+        "42P01": 404,
+        "42P17": 500,
+    }
     if sqlstate in exact:
         return exact[sqlstate]
     if sqlstate == "42501":
         return 403 if authenticated else 401
-    prefix = {"08": 503, "09": 500, "0L": 403, "0P": 403, "25": 500, "28": 403, "2D": 500, "38": 500, "39": 500,
-              "3B": 500, "40": 500, "53": 503, "54": 500, "55": 500, "57": 500, "58": 500, "F0": 500, "HV": 500,
-              "P0": 500, "XX": 500}
+    prefix = {
+        "08": 503,
+        "09": 500,
+        "0L": 403,
+        "0P": 403,
+        "25": 500,
+        "28": 403,
+        "2D": 500,
+        "38": 500,
+        "39": 500,
+        "3B": 500,
+        "40": 500,
+        "53": 503,
+        "54": 500,
+        "55": 500,
+        "57": 500,
+        "58": 500,
+        "F0": 500,
+        "HV": 500,
+        "P0": 500,
+        "XX": 500,
+    }
     return prefix.get(sqlstate[:2], 400)
 
 
@@ -49,8 +75,15 @@ class Response:
         return self.rows[0]
 
 
-def request(conn: psycopg.Connection, role: str, query: str, params=(), *, claims: dict | None = None,
-            account_claim: str | None = None) -> Response:
+def request(
+    conn: psycopg.Connection,
+    role: str,
+    query: str,
+    params=(),
+    *,
+    claims: dict | None = None,
+    account_claim: str | None = None,
+) -> Response:
     """One PostgREST request inside the test's transaction (a savepoint stands in for its transaction)."""
     assert role in ROLES
     claims = dict(claims if claims is not None else {"role": role})
@@ -64,8 +97,11 @@ def request(conn: psycopg.Connection, role: str, query: str, params=(), *, claim
             rows = cur.fetchall()
             status = cur.execute("SELECT current_setting('response.status', true) AS s").fetchone()["s"]
     except psycopg.Error as exc:
-        return Response(status=postgrest_status(exc.sqlstate, role != "web_anon"), sqlstate=exc.sqlstate,
-                        message=exc.diag.message_primary)
+        return Response(
+            status=postgrest_status(exc.sqlstate, role != "web_anon"),
+            sqlstate=exc.sqlstate,
+            message=exc.diag.message_primary,
+        )
     finally:
         conn.execute("RESET ROLE")
         conn.execute("SELECT set_config('request.jwt.claims', '', true), set_config('response.status', '', true)")
@@ -89,17 +125,25 @@ def market(db):
 def place(db, role, acct, *args, **kw) -> Response:
     """POST /rpc/place_order: positional symbol, side, qty, then named arguments."""
     params = {f"a{i}": v for i, v in enumerate(args)} | kw
-    q = "SELECT * FROM api.place_order(" + ", ".join(
-        [f"%(a{i})s" for i in range(len(args))] + [f"{k} => %({k})s" for k in kw]) + ")"
+    q = (
+        "SELECT * FROM api.place_order("
+        + ", ".join([f"%(a{i})s" for i in range(len(args))] + [f"{k} => %({k})s" for k in kw])
+        + ")"
+    )
     return request(db, role, q, params, account_claim=acct)
 
 
 # --- web_anon ------------------------------------------------------------------------------------------------
 
+
 def test_anon_reads_bars_instruments_and_health(db, market):
     sym, *_ = market
-    r = request(db, "web_anon", "SELECT * FROM api.bars WHERE symbol = %s AND interval = '1m' AND ts >= %s "
-                "ORDER BY ts LIMIT 3", (sym, T0 + timedelta(minutes=1)))
+    r = request(
+        db,
+        "web_anon",
+        "SELECT * FROM api.bars WHERE symbol = %s AND interval = '1m' AND ts >= %s ORDER BY ts LIMIT 3",
+        (sym, T0 + timedelta(minutes=1)),
+    )
     assert r.status == 200 and [b["ts"] for b in r.rows] == [T0 + timedelta(minutes=i) for i in (1, 2, 3)]
     assert set(r.rows[0]) == {"symbol", "interval", "ts", "open", "high", "low", "close", "volume"}
     r = request(db, "web_anon", "SELECT * FROM api.instruments WHERE symbol = %s", (sym,))
@@ -112,15 +156,27 @@ def test_anon_reads_bars_instruments_and_health(db, market):
         assert {j["job"] for j in h["pg_cron"]["jobs"]} >= {"pgtrade-trading-snapshots"}
 
 
-@pytest.mark.parametrize("query", [
-    "SELECT * FROM api.orders", "SELECT * FROM api.positions", "SELECT * FROM api.portfolio",
-    "SELECT * FROM api.fills", "SELECT * FROM api.snapshots", "SELECT * FROM api.events",
-    "SELECT * FROM api.rejected_bars", "SELECT * FROM api.place_order('APIX', 'buy', 1)",
-    "SELECT * FROM api.cancel_order(1)", "SELECT * FROM api.close_position('APIX')",
-    "SELECT * FROM api.pause_trading()", "SELECT * FROM api.resume_trading()",
-    "SELECT api.request_account_id()", "SELECT * FROM market.bars LIMIT 1", "SELECT * FROM trading.orders",
-    "SELECT trading.place_order(1, 'APIX', 'buy', 1)",
-])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SELECT * FROM api.orders",
+        "SELECT * FROM api.positions",
+        "SELECT * FROM api.portfolio",
+        "SELECT * FROM api.fills",
+        "SELECT * FROM api.snapshots",
+        "SELECT * FROM api.events",
+        "SELECT * FROM api.rejected_bars",
+        "SELECT * FROM api.place_order('APIX', 'buy', 1)",
+        "SELECT * FROM api.cancel_order(1)",
+        "SELECT * FROM api.close_position('APIX')",
+        "SELECT * FROM api.pause_trading()",
+        "SELECT * FROM api.resume_trading()",
+        "SELECT api.request_account_id()",
+        "SELECT * FROM market.bars LIMIT 1",
+        "SELECT * FROM trading.orders",
+        "SELECT trading.place_order(1, 'APIX', 'buy', 1)",
+    ],
+)
 def test_anon_is_denied_accounts_and_private_schemas(db, market, query):
     r = request(db, "web_anon", query)
     assert (r.sqlstate, r.status) == ("42501", 401)
@@ -128,13 +184,19 @@ def test_anon_is_denied_accounts_and_private_schemas(db, market, query):
 
 def test_trader_is_denied_admin_views_and_private_schemas(db, market):
     _, alice, _ = market
-    for q in ("SELECT * FROM api.rejected_bars", "SELECT * FROM trading.accounts", "SELECT * FROM market.bars",
-              "SELECT trading.set_paused(1, true)", "SELECT * FROM ops.schema_migrations"):
+    for q in (
+        "SELECT * FROM api.rejected_bars",
+        "SELECT * FROM trading.accounts",
+        "SELECT * FROM market.bars",
+        "SELECT trading.set_paused(1, true)",
+        "SELECT * FROM ops.schema_migrations",
+    ):
         r = request(db, "trader", q, account_claim=alice)
         assert (r.sqlstate, r.status) == ("42501", 403), q
 
 
 # --- trader: its own account only ----------------------------------------------------------------------------
+
 
 def test_trader_sees_only_its_own_account(db, market):
     sym, alice, bob = market
@@ -158,8 +220,12 @@ def test_trader_cannot_cancel_or_trade_for_another_account(db, market):
     r = request(db, "trader", "SELECT * FROM api.cancel_order(%s)", (bobs["id"],), account_claim=alice)
     assert (r.sqlstate, r.status) == ("TR014", 400)  # exactly like an order that does not exist
     assert request(db, "trader", "SELECT * FROM api.cancel_order(-1)", account_claim=alice).sqlstate == "TR014"
-    assert request(db, "trader", "SELECT status FROM api.orders WHERE id = %s", (bobs["id"],),
-                   account_claim=bob).row["status"] == "accepted"
+    assert (
+        request(db, "trader", "SELECT status FROM api.orders WHERE id = %s", (bobs["id"],), account_claim=bob).row[
+            "status"
+        ]
+        == "accepted"
+    )
     r = place(db, "trader", alice, sym, "buy", 1, account=bob)
     assert (r.sqlstate, r.status) == ("42501", 403)
     for q in ("SELECT * FROM api.pause_trading(%s)", "SELECT * FROM api.close_position('APIX', NULL, %s)"):
@@ -168,16 +234,24 @@ def test_trader_cannot_cancel_or_trade_for_another_account(db, market):
     assert db.execute("SELECT paused FROM trading.accounts WHERE name = %s", (bob,)).fetchone()[0] is False
 
 
-@pytest.mark.parametrize("claims", [{"role": "trader"}, {"role": "trader", "account": "nobody-here"},
-                                    {"role": "trader", "account": None}])
+@pytest.mark.parametrize(
+    "claims", [{"role": "trader"}, {"role": "trader", "account": "nobody-here"}, {"role": "trader", "account": None}]
+)
 def test_trader_token_without_a_valid_account_is_403(db, market, claims):
     sym, _, bob = market
     place(db, "trader", bob, sym, "buy", 1)  # rows to read: the account check runs when a row is filtered
-    for q in ("SELECT * FROM api.orders", "SELECT * FROM api.portfolio", "SELECT * FROM api.positions",
-              "SELECT * FROM api.fills", "SELECT * FROM api.events",
-              "SELECT * FROM api.place_order('APIX', 'buy', 1)", "SELECT * FROM api.cancel_order(1)",
-              "SELECT * FROM api.close_position('APIX')", "SELECT * FROM api.pause_trading()",
-              "SELECT api.request_account_id()"):
+    for q in (
+        "SELECT * FROM api.orders",
+        "SELECT * FROM api.portfolio",
+        "SELECT * FROM api.positions",
+        "SELECT * FROM api.fills",
+        "SELECT * FROM api.events",
+        "SELECT * FROM api.place_order('APIX', 'buy', 1)",
+        "SELECT * FROM api.cancel_order(1)",
+        "SELECT * FROM api.close_position('APIX')",
+        "SELECT * FROM api.pause_trading()",
+        "SELECT api.request_account_id()",
+    ):
         r = request(db, "trader", q, claims=claims)
         assert (r.sqlstate, r.status) == ("28000", 403), q
     assert db.execute("SELECT count(*) FROM trading.orders WHERE symbol = 'APIX'").fetchone()[0] == 1
@@ -187,14 +261,17 @@ def test_trader_trades_cancels_closes_pauses_and_resumes(db, market):
     sym, alice, _ = market
     r = place(db, "trader", alice, sym, "buy", 10)
     assert r.status == 200 and (r.row["status"], r.row["filled_qty"], r.row["account"]) == ("filled", 10, alice)
-    lim = place(db, "trader", alice, sym, "buy", 2, type="limit", limit_price="95.5", tif="gtc",
-                client_order_id="my-1").row
+    lim = place(
+        db, "trader", alice, sym, "buy", 2, type="limit", limit_price="95.5", tif="gtc", client_order_id="my-1"
+    ).row
     assert (lim["status"], lim["limit_price"], lim["tif"], lim["client_order_id"]) == ("accepted", 95.5, "gtc", "my-1")
-    again = place(db, "trader", alice, sym, "buy", 2, type="limit", limit_price="95.5", tif="gtc",
-                  client_order_id="my-1")
+    again = place(
+        db, "trader", alice, sym, "buy", 2, type="limit", limit_price="95.5", tif="gtc", client_order_id="my-1"
+    )
     assert again.row["id"] == lim["id"]  # idempotent client id
-    changed = place(db, "trader", alice, sym, "buy", 3, type="limit", limit_price="95.5", tif="gtc",
-                    client_order_id="my-1")
+    changed = place(
+        db, "trader", alice, sym, "buy", 3, type="limit", limit_price="95.5", tif="gtc", client_order_id="my-1"
+    )
     assert (changed.sqlstate, changed.status) == ("TR012", 400)
     c = request(db, "trader", "SELECT * FROM api.cancel_order(%s)", (lim["id"],), account_claim=alice)
     assert c.status == 200 and c.row["status"] == "cancelled"
@@ -208,7 +285,11 @@ def test_trader_trades_cancels_closes_pauses_and_resumes(db, market):
     assert p["total_value"] == p["initial_cash"] + p["realized_pnl"] + p["unrealized_pnl"] - p["commissions"]
 
     closed = request(db, "trader", "SELECT * FROM api.close_position(%s)", (sym.lower(),), account_claim=alice)
-    assert closed.status == 200 and (closed.row["side"], closed.row["qty"], closed.row["status"]) == ("sell", 11, "filled")
+    assert closed.status == 200 and (closed.row["side"], closed.row["qty"], closed.row["status"]) == (
+        "sell",
+        11,
+        "filled",
+    )
     flat = request(db, "trader", "SELECT * FROM api.close_position(%s)", (sym,), account_claim=alice)
     assert (flat.sqlstate, flat.status) == ("TR002", 400)
 
@@ -218,8 +299,9 @@ def test_trader_trades_cancels_closes_pauses_and_resumes(db, market):
     assert (r.status, r.row["status"], r.row["reject_code"]) == (422, "rejected", "TR007")
     assert request(db, "trader", "SELECT * FROM api.resume_trading()", account_claim=alice).row["paused"] is False
     assert place(db, "trader", alice, sym, "buy", 1).row["status"] == "filled"
-    kinds = [e["kind"] for e in request(db, "trader", "SELECT kind FROM api.events ORDER BY id",
-                                        account_claim=alice).rows]
+    kinds = [
+        e["kind"] for e in request(db, "trader", "SELECT kind FROM api.events ORDER BY id", account_claim=alice).rows
+    ]
     assert kinds.count("order_rejected") == 1 and "order_cancelled" in kinds and "fill" in kinds
 
 
@@ -229,10 +311,12 @@ def test_rejected_order_answers_422_and_stays_recorded_after_commit(db_url):
         owner.execute("SELECT trading.create_account(%s, 1000)", (name,))
     with psycopg.connect(db_url) as conn:  # exactly one PostgREST request: BEGIN ... COMMIT
         conn.execute("SET LOCAL ROLE trader")
-        conn.execute("SELECT set_config('request.jwt.claims', %s, true)",
-                     (json.dumps({"role": "trader", "account": name}),))
-        row = conn.execute("SELECT id, status, reject_code, reject_reason FROM api.place_order('NOSUCHSYM', 'buy', 1)"
-                           ).fetchone()
+        conn.execute(
+            "SELECT set_config('request.jwt.claims', %s, true)", (json.dumps({"role": "trader", "account": name}),)
+        )
+        row = conn.execute(
+            "SELECT id, status, reject_code, reject_reason FROM api.place_order('NOSUCHSYM', 'buy', 1)"
+        ).fetchone()
         status = conn.execute("SELECT current_setting('response.status', true)").fetchone()[0]
         conn.commit()
     assert row[1:3] == ("rejected", "TR009") and "NOSUCHSYM" in row[3]
@@ -245,13 +329,15 @@ def test_rejected_order_answers_422_and_stays_recorded_after_commit(db_url):
 
 # --- pgtrade_admin -------------------------------------------------------------------------------------------
 
+
 def test_admin_sees_every_account_and_acts_on_any(db, market):
     sym, alice, bob = market
     place(db, "trader", alice, sym, "buy", 1)
     r = place(db, "pgtrade_admin", None, sym, "buy", 2, account=bob)
     assert r.row["account"] == bob and r.row["status"] == "filled"
-    seen = request(db, "pgtrade_admin", "SELECT DISTINCT account FROM api.orders WHERE account IN (%s, %s)",
-                   (alice, bob))
+    seen = request(
+        db, "pgtrade_admin", "SELECT DISTINCT account FROM api.orders WHERE account IN (%s, %s)", (alice, bob)
+    )
     assert {x["account"] for x in seen.rows} == {alice, bob}
     assert request(db, "pgtrade_admin", "SELECT count(*) AS n FROM api.portfolio").row["n"] >= 3  # + default
     # the claim names the account when no argument does
@@ -270,12 +356,14 @@ def test_portfolio_day_change_against_last_snapshot_before_the_day(db, market):
     place(db, "trader", alice, sym, "buy", 10)
     fresh = request(db, "trader", "SELECT * FROM api.portfolio", account_claim=alice).row
     assert fresh["day_start_value"] == fresh["initial_cash"]  # no snapshot yet
-    db.execute("INSERT INTO trading.portfolio_snapshots (account_id, ts, cash, positions_value, total_value,"
-               " realized_pnl, unrealized_pnl, commissions, peak_value, drawdown)"
-               " SELECT id, ts, 0, 0, v, 0, 0, 0, v, 0 FROM trading.accounts,"
-               " (VALUES (%s::timestamptz, 99000), (%s::timestamptz, 98000), (%s::timestamptz, 1)) s(ts, v)"
-               " WHERE name = %s",
-               (T0 - timedelta(days=2), T0 - timedelta(days=1), T0.replace(hour=0), alice))
+    db.execute(
+        "INSERT INTO trading.portfolio_snapshots (account_id, ts, cash, positions_value, total_value,"
+        " realized_pnl, unrealized_pnl, commissions, peak_value, drawdown)"
+        " SELECT id, ts, 0, 0, v, 0, 0, 0, v, 0 FROM trading.accounts,"
+        " (VALUES (%s::timestamptz, 99000), (%s::timestamptz, 98000), (%s::timestamptz, 1)) s(ts, v)"
+        " WHERE name = %s",
+        (T0 - timedelta(days=2), T0 - timedelta(days=1), T0.replace(hour=0), alice),
+    )
     p = request(db, "trader", "SELECT * FROM api.portfolio", account_claim=alice).row
     assert p["as_of"] == NOW and p["day_start_value"] == 98000  # the 00:00 snapshot is inside the day
     assert p["day_change"] == p["total_value"] - 98000
@@ -284,12 +372,21 @@ def test_portfolio_day_change_against_last_snapshot_before_the_day(db, market):
 
 # --- injection strings are data --------------------------------------------------------------------------------
 
-INJECTIONS = ["'); DROP TABLE trading.orders; --", "x' OR '1'='1", "$$; DROP SCHEMA api CASCADE; $$",
-              "\"; SELECT pg_sleep(10); --", "APIX'||(SELECT current_user)||'", "%s %I %L", "\\x00' ; --"]
+INJECTIONS = [
+    "'); DROP TABLE trading.orders; --",
+    "x' OR '1'='1",
+    "$$; DROP SCHEMA api CASCADE; $$",
+    '"; SELECT pg_sleep(10); --',
+    "APIX'||(SELECT current_user)||'",
+    "%s %I %L",
+    "\\x00' ; --",
+]
 BASE_ARGS = {  # valid values for the arguments an api function needs
     "place_order": {"symbol": "APIX", "side": "buy", "qty": 1},
     "close_position": {"symbol": "APIX"},
-    "pause_trading": {}, "resume_trading": {}, "request_account_id": {},
+    "pause_trading": {},
+    "resume_trading": {},
+    "request_account_id": {},
 }
 
 
@@ -298,7 +395,8 @@ def test_injection_strings_in_every_text_argument_are_data(db, market):
     place(db, "trader", alice, sym, "buy", 1)  # so close_position has something to close
     text_args = db.execute(
         "SELECT p.proname, a.name FROM pg_proc p, unnest(p.proargnames, p.proargtypes::oid[]) a(name, type)"
-        " WHERE p.pronamespace = 'api'::regnamespace AND a.type = 'text'::regtype ORDER BY 1, 2").fetchall()
+        " WHERE p.pronamespace = 'api'::regnamespace AND a.type = 'text'::regtype ORDER BY 1, 2"
+    ).fetchall()
     assert {f for f, _ in text_args} == set(BASE_ARGS), "a new api function with text arguments: add it here"
     before = db.execute("SELECT count(*) FROM trading.orders").fetchone()[0]
     calls = 0
@@ -316,21 +414,31 @@ def test_injection_strings_in_every_text_argument_are_data(db, market):
                 continue
             if fn == "place_order":
                 row = r.row
-                stored = {"symbol": row["symbol"], "side": row["side"], "type": row["type"], "tif": row["tif"],
-                          "client_order_id": row["client_order_id"]}[arg]
-                expected = bad.strip().upper() if arg == "symbol" else (
-                    bad if arg == "client_order_id" else bad.strip().lower())
+                stored = {
+                    "symbol": row["symbol"],
+                    "side": row["side"],
+                    "type": row["type"],
+                    "tif": row["tif"],
+                    "client_order_id": row["client_order_id"],
+                }[arg]
+                expected = (
+                    bad.strip().upper()
+                    if arg == "symbol"
+                    else (bad if arg == "client_order_id" else bad.strip().lower())
+                )
                 assert stored == expected, (arg, bad, stored)
                 if arg != "client_order_id":
                     assert (r.status, row["reject_code"]) == (422, "TR010" if arg != "symbol" else "TR009")
     assert calls == len(text_args) * len(INJECTIONS)
     # nothing was executed: the tables and the api are intact, only recorded orders were added
-    assert db.execute("SELECT to_regclass('trading.orders') IS NOT NULL AND to_regnamespace('api') IS NOT NULL"
-                      ).fetchone()[0]
+    assert db.execute(
+        "SELECT to_regclass('trading.orders') IS NOT NULL AND to_regnamespace('api') IS NOT NULL"
+    ).fetchone()[0]
     assert db.execute("SELECT count(*) FROM trading.orders").fetchone()[0] > before
 
 
 # --- SQLSTATE -> HTTP ------------------------------------------------------------------------------------------
+
 
 def documented_codes() -> list[str]:
     text = (ROOT / "docs" / "errors.md").read_text()

@@ -50,8 +50,10 @@ def test_missing_file_and_unknown_interval(monkeypatch, db_url, tmp_path):
 def test_load_csv_json_report_and_reload(monkeypatch, db_url, tmp_path, unique_symbol):
     monkeypatch.setenv("PGTRADE_DATABASE_URL", db_url)
     path = tmp_path / "bars.csv"
-    path.write_text("Date,Open,High,Low,Close,Volume\n2024-01-02,10,11,9,10.5,100\n2024-01-03,10,9,9,10,5\n"
-                    "2024-01-04,10,12,9,11,7\n")
+    path.write_text(
+        "Date,Open,High,Low,Close,Volume\n2024-01-02,10,11,9,10.5,100\n2024-01-03,10,9,9,10,5\n"
+        "2024-01-04,10,12,9,11,7\n"
+    )
     args = ["load", "csv", str(path), "--symbol", unique_symbol, "--interval", "1d", "--json"]
     first = CliRunner().invoke(main, args)
     assert first.exit_code == 0, first.output

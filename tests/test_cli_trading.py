@@ -8,15 +8,15 @@ import json
 import threading
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import psycopg
 import pytest
 from click.testing import CliRunner
+from trading_support import bars, instrument
 
 from pgtrade.cli import main
-from trading_support import bars, instrument
 
 
 @pytest.fixture
@@ -24,14 +24,14 @@ def trading_env(monkeypatch, db_url, unique_symbol):
     """A committed symbol with a fresh 1-minute bar at 100 and a wall-clock account with 10,000."""
     monkeypatch.setenv("PGTRADE_DATABASE_URL", db_url)
     name = f"cli_{uuid.uuid4().hex[:8]}"
-    start = datetime.now(timezone.utc).replace(second=0, microsecond=0) - timedelta(minutes=3)
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=3)
     with psycopg.connect(db_url) as conn:
-        instrument(conn, unique_symbol, session_open=None, session_close=None, trades_weekends=True,
-                   session_tz="UTC")
+        instrument(conn, unique_symbol, session_open=None, session_close=None, trades_weekends=True, session_tz="UTC")
         bars(conn, unique_symbol, [(100, 100, 100, 100)] * 2, start=start)
-        conn.execute("SELECT trading.create_account(%s, 10000, 'live', NULL, %s::jsonb)",
-                     (name, json.dumps({"commission_rate": 0, "commission_min": 0, "slippage_bps": 0,
-                                        "max_position_pct": 100})))
+        conn.execute(
+            "SELECT trading.create_account(%s, 10000, 'live', NULL, %s::jsonb)",
+            (name, json.dumps({"commission_rate": 0, "commission_min": 0, "slippage_bps": 0, "max_position_pct": 100})),
+        )
         conn.commit()
     return unique_symbol, name, db_url
 
@@ -49,7 +49,11 @@ def test_buy_sell_limit_cancel_and_reads(trading_env):
     assert r.exit_code == 0, r.output
     limit = json.loads(r.output)
     assert (limit["status"], limit["type"], Decimal(limit["limit_price"]), limit["client_order_id"]) == (
-        "accepted", "limit", 90, "c-1")
+        "accepted",
+        "limit",
+        90,
+        "c-1",
+    )
     opened = json.loads(run("orders", "--account", acct, "--json").output)
     assert [o["id"] for o in opened] == [limit["id"]]
     table = run("orders", "--account", acct)
@@ -95,16 +99,22 @@ def test_rejected_order_is_one_line_exit_1_and_recorded(trading_env):
     assert len(lines) == 1 and "rejected" in lines[0] and "TR001" in lines[0] and "Traceback" not in r.output
     order_id = int(lines[0].split("order ")[1].split()[0])
     with psycopg.connect(url) as conn:
-        assert conn.execute("SELECT status, reject_code FROM trading.orders WHERE id = %s",
-                            (order_id,)).fetchone() == ("rejected", "TR001")
+        assert conn.execute("SELECT status, reject_code FROM trading.orders WHERE id = %s", (order_id,)).fetchone() == (
+            "rejected",
+            "TR001",
+        )
     r = run("order", "buy", sym, 1000, "--account", acct, "--json")
     assert r.exit_code == 1 and json.loads(r.output)["reject_code"] == "TR001"
 
 
 def test_user_errors_are_one_line(trading_env):
     sym, acct, _ = trading_env
-    for args in (("order", "buy", sym, 1, "--account", "no-such-account"), ("portfolio", "--account", "nobody-x"),
-                 ("order", "cancel", 0), ("order", "buy", sym, "ten")):
+    for args in (
+        ("order", "buy", sym, 1, "--account", "no-such-account"),
+        ("portfolio", "--account", "nobody-x"),
+        ("order", "cancel", 0),
+        ("order", "buy", sym, "ten"),
+    ):
         r = run(*args)
         assert r.exit_code != 0 and "Traceback" not in r.output, args
         assert len([ln for ln in r.output.splitlines() if ln.strip()]) <= 4, r.output  # click usage errors: 3 lines

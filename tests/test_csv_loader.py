@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gzip
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -19,60 +19,97 @@ def only_bars(items):
 
 @pytest.mark.parametrize(
     "header",
-    ["Date,Open,High,Low,Close,Adj Close,Volume", "timestamp,open,high,low,close,volume",
-     "Datetime,O,H,L,C,Vol", "time;open;high;low;close;volume", "DATE,OPEN,HIGH,LOW,CLOSE,VOLUME"],
+    [
+        "Date,Open,High,Low,Close,Adj Close,Volume",
+        "timestamp,open,high,low,close,volume",
+        "Datetime,O,H,L,C,Vol",
+        "time;open;high;low;close;volume",
+        "DATE,OPEN,HIGH,LOW,CLOSE,VOLUME",
+    ],
 )
 def test_header_spellings(header):
     sep = ";" if ";" in header else ","
     cols = header.split(sep)
-    row = {"date": "2024-01-05", "datetime": "2024-01-05", "timestamp": "2024-01-05", "time": "2024-01-05",
-           "open": "10", "o": "10", "high": "11", "h": "11", "low": "9", "l": "9", "close": "10.5", "c": "10.5",
-           "adj close": "10.4", "volume": "100", "vol": "100"}
+    row = {
+        "date": "2024-01-05",
+        "datetime": "2024-01-05",
+        "timestamp": "2024-01-05",
+        "time": "2024-01-05",
+        "open": "10",
+        "o": "10",
+        "high": "11",
+        "h": "11",
+        "low": "9",
+        "l": "9",
+        "close": "10.5",
+        "c": "10.5",
+        "adj close": "10.4",
+        "volume": "100",
+        "vol": "100",
+    }
     line = sep.join(row[c.lower()] for c in cols)
     (b,) = list(read_csv_text(f"{header}\n{line}\n", symbol="aapl", interval="1d"))
     assert (b.symbol, b.ts, b.open, b.high, b.low, b.close, b.volume) == (
-        "AAPL", datetime(2024, 1, 5, tzinfo=timezone.utc), "10", "11", "9", "10.5", "100")
+        "AAPL",
+        datetime(2024, 1, 5, tzinfo=UTC),
+        "10",
+        "11",
+        "9",
+        "10.5",
+        "100",
+    )
 
 
 @pytest.mark.parametrize(
     ("text", "tz", "expected"),
     [
-        ("2024-03-04T14:30:00Z", "UTC", datetime(2024, 3, 4, 14, 30, tzinfo=timezone.utc)),
-        ("2024-03-04 09:30:00-05:00", "UTC", datetime(2024, 3, 4, 14, 30, tzinfo=timezone.utc)),
-        ("2024-03-04 09:30:00", "America/New_York", datetime(2024, 3, 4, 14, 30, tzinfo=timezone.utc)),
-        ("2024-07-01 09:30", "America/New_York", datetime(2024, 7, 1, 13, 30, tzinfo=timezone.utc)),  # EDT
-        ("03/04/2024 14:30", "UTC", datetime(2024, 3, 4, 14, 30, tzinfo=timezone.utc)),
-        ("04.03.2024 14:30:00.000", "UTC", datetime(2024, 3, 4, 14, 30, tzinfo=timezone.utc)),
-        ("1709562600", "UTC", datetime(2024, 3, 4, 14, 30, tzinfo=timezone.utc)),
-        ("1709562600000", "UTC", datetime(2024, 3, 4, 14, 30, tzinfo=timezone.utc)),
+        ("2024-03-04T14:30:00Z", "UTC", datetime(2024, 3, 4, 14, 30, tzinfo=UTC)),
+        ("2024-03-04 09:30:00-05:00", "UTC", datetime(2024, 3, 4, 14, 30, tzinfo=UTC)),
+        ("2024-03-04 09:30:00", "America/New_York", datetime(2024, 3, 4, 14, 30, tzinfo=UTC)),
+        ("2024-07-01 09:30", "America/New_York", datetime(2024, 7, 1, 13, 30, tzinfo=UTC)),  # EDT
+        ("03/04/2024 14:30", "UTC", datetime(2024, 3, 4, 14, 30, tzinfo=UTC)),
+        ("04.03.2024 14:30:00.000", "UTC", datetime(2024, 3, 4, 14, 30, tzinfo=UTC)),
+        ("1709562600", "UTC", datetime(2024, 3, 4, 14, 30, tzinfo=UTC)),
+        ("1709562600000", "UTC", datetime(2024, 3, 4, 14, 30, tzinfo=UTC)),
     ],
 )
 def test_timestamp_formats_and_time_zones(text, tz, expected):
-    (b,) = list(read_csv_text(f"ts,open,high,low,close,volume\n{text},1,1,1,1,1\n", symbol="X", interval="1m",
-                              tz=tz))
+    (b,) = list(read_csv_text(f"ts,open,high,low,close,volume\n{text},1,1,1,1,1\n", symbol="X", interval="1m", tz=tz))
     assert b.ts == expected
 
 
 def test_daily_bars_are_stamped_with_their_local_date():
     # a daily bar exported with its New York midnight in UTC (05:00Z) is still that calendar date
-    (b,) = list(read_csv_text("Date,Open,High,Low,Close,Volume\n2024-01-05T05:00:00Z,1,1,1,1,1\n", symbol="X",
-                              interval="1d", tz="America/New_York"))
-    assert b.ts == datetime(2024, 1, 5, tzinfo=timezone.utc)
+    (b,) = list(
+        read_csv_text(
+            "Date,Open,High,Low,Close,Volume\n2024-01-05T05:00:00Z,1,1,1,1,1\n",
+            symbol="X",
+            interval="1d",
+            tz="America/New_York",
+        )
+    )
+    assert b.ts == datetime(2024, 1, 5, tzinfo=UTC)
 
 
 def test_malformed_rows_become_recorded_rejects_not_crashes(db):
-    text = ("Date,Open,High,Low,Close,Volume\n"
-            "2024-01-02,10,11,9,10.5,100\n"
-            "not-a-date,10,11,9,10.5,100\n"
-            "2024-01-03,10,11\n"
-            "2024-01-04,abc,11,9,10.5,100\n"
-            "2024-01-05,10,11,9,10.5,100\n")
+    text = (
+        "Date,Open,High,Low,Close,Volume\n"
+        "2024-01-02,10,11,9,10.5,100\n"
+        "not-a-date,10,11,9,10.5,100\n"
+        "2024-01-03,10,11\n"
+        "2024-01-04,abc,11,9,10.5,100\n"
+        "2024-01-05,10,11,9,10.5,100\n"
+    )
     items = list(read_csv_text(text, symbol="CSVX", interval="1d"))
     assert sum(isinstance(i, Unparsed) for i in items) == 2
     report = ingest(db, items, source="test:csv-bad", auto_register=True)
     assert (report.total.inserted, report.total.rejected) == (2, 3)
-    reasons = [r[0] for r in db.execute("SELECT reason FROM market.rejected_bars WHERE source = 'test:csv-bad' "
-                                        "ORDER BY id").fetchall()]
+    reasons = [
+        r[0]
+        for r in db.execute(
+            "SELECT reason FROM market.rejected_bars WHERE source = 'test:csv-bad' ORDER BY id"
+        ).fetchall()
+    ]
     assert any("unrecognized timestamp 'not-a-date'" in r for r in reasons)
     assert any("3 fields, expected at least 6" in r for r in reasons)
     assert any(r.startswith("not a number") for r in reasons)
@@ -84,7 +121,7 @@ def test_header_without_prices_is_one_clear_error():
 
 
 def test_injection_in_header_is_just_a_missing_column():
-    evil = "Date,Open,High,Low,\"Close); DROP TABLE market.bars; --\",Volume"
+    evil = 'Date,Open,High,Low,"Close); DROP TABLE market.bars; --",Volume'
     with pytest.raises(PgtradeError, match="CSV header lacks close"):
         list(read_csv_text(f"{evil}\n2024-01-02,1,1,1,1,1\n", symbol="X", interval="1d"))
 

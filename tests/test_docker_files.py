@@ -79,9 +79,22 @@ def compose_config(env: dict[str, str]) -> dict:
     if _compose_plugin():
         with tempfile.NamedTemporaryFile("w", suffix=".env") as no_dotenv:  # not a developer's own .env
             res = subprocess.run(
-                ["docker", "compose", "--env-file", no_dotenv.name, "-f", str(COMPOSE), "--profile", "cli",
-                 "config", "--format", "json"],
-                capture_output=True, text=True, cwd=tempfile.gettempdir(),
+                [
+                    "docker",
+                    "compose",
+                    "--env-file",
+                    no_dotenv.name,
+                    "-f",
+                    str(COMPOSE),
+                    "--profile",
+                    "cli",
+                    "config",
+                    "--format",
+                    "json",
+                ],
+                capture_output=True,
+                text=True,
+                cwd=tempfile.gettempdir(),
                 env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"), **env},
             )
         if res.returncode != 0:
@@ -142,7 +155,9 @@ def test_compose_defines_db_postgrest_and_cli_with_what_postgrest_needs():
 
 def test_jwt_secret_and_passwords_come_from_the_environment_never_the_file():
     raw = yaml.safe_load(COMPOSE.read_text())
-    assert re.fullmatch(r"\$\{PGRST_JWT_SECRET:\?[^}]+\}", raw["services"]["postgrest"]["environment"]["PGRST_JWT_SECRET"])
+    assert re.fullmatch(
+        r"\$\{PGRST_JWT_SECRET:\?[^}]+\}", raw["services"]["postgrest"]["environment"]["PGRST_JWT_SECRET"]
+    )
     for name in ENV:
         without = {k: v for k, v in ENV.items() if k != name}
         with pytest.raises(ValueError, match=name):
@@ -151,7 +166,8 @@ def test_jwt_secret_and_passwords_come_from_the_environment_never_the_file():
 
 def test_env_example_names_every_required_variable():
     example = dict(
-        line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines()
+        line.split("=", 1)
+        for line in (ROOT / ".env.example").read_text().splitlines()
         if line and not line.startswith("#")
     )
     required = set(re.findall(r"\$\{([A-Z_]+):\?", COMPOSE.read_text()))
@@ -206,15 +222,24 @@ def test_entrypoint_is_valid_bash_and_executes_postgres_in_place():
 
 
 def test_make_jwt_signs_the_trader_claims_with_the_secret():
-    res = subprocess.run([sys.executable, str(ROOT / "docker" / "make_jwt.py"), "--account", "alice"],
-                         capture_output=True, text=True, env={**os.environ, "PGRST_JWT_SECRET": SECRET}, check=True)
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "docker" / "make_jwt.py"), "--account", "alice"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PGRST_JWT_SECRET": SECRET},
+        check=True,
+    )
     header, payload, sig = res.stdout.strip().split(".")
     expected = hmac.new(SECRET.encode(), f"{header}.{payload}".encode(), hashlib.sha256).digest()
     assert base64.urlsafe_b64decode(sig + "=" * (-len(sig) % 4)) == expected
     claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     assert claims["role"] == "trader" and claims["account"] == "alice" and claims["exp"] > time.time()
-    short = subprocess.run([sys.executable, str(ROOT / "docker" / "make_jwt.py")], capture_output=True, text=True,
-                           env={**os.environ, "PGRST_JWT_SECRET": "short"})
+    short = subprocess.run(
+        [sys.executable, str(ROOT / "docker" / "make_jwt.py")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PGRST_JWT_SECRET": "short"},
+    )
     assert short.returncode != 0 and "32 characters" in short.stderr
 
 
@@ -235,8 +260,13 @@ def test_listen_and_host_auth_come_from_the_environment_and_default_to_loopback(
 
 def _start_entrypoint(env: dict[str, str], log: Path) -> subprocess.Popen:
     fh = log.open("w")
-    return subprocess.Popen([str(ENTRYPOINT)], stdout=fh, stderr=subprocess.STDOUT, cwd="/",
-                            env={k: v for k, v in os.environ.items() if k != "PGTRADE_DATABASE_URL"} | env)
+    return subprocess.Popen(
+        [str(ENTRYPOINT)],
+        stdout=fh,
+        stderr=subprocess.STDOUT,
+        cwd="/",
+        env={k: v for k, v in os.environ.items() if k != "PGTRADE_DATABASE_URL"} | env,
+    )
 
 
 def _wait_for(log: Path, proc: subprocess.Popen, text: str, timeout: float = 180) -> str:
@@ -268,9 +298,16 @@ def test_entrypoint_prepares_the_cluster_then_serves_in_the_foreground(tmp_path)
     base = Path(tempfile.mkdtemp(prefix="pgtrade-entrypoint-", dir="/tmp"))
     base.chmod(0o755)
     port = free_port()
-    env = {"PGTRADE_HOME": str(base / "home"), "PGTRADE_PORT": str(port), "PGTRADE_LISTEN": "127.0.0.1",
-           "PGTRADE_HBA_NETWORKS": "all", "PGTRADE_VENV": str(Path(sys.executable).parent.parent),
-           "POSTGRES_DB": "pgtrade_docker", "POSTGRES_PASSWORD": "pw-first", "PGRST_AUTHENTICATOR_PASSWORD": "auth"}
+    env = {
+        "PGTRADE_HOME": str(base / "home"),
+        "PGTRADE_PORT": str(port),
+        "PGTRADE_LISTEN": "127.0.0.1",
+        "PGTRADE_HBA_NETWORKS": "all",
+        "PGTRADE_VENV": str(Path(sys.executable).parent.parent),
+        "POSTGRES_DB": "pgtrade_docker",
+        "POSTGRES_PASSWORD": "pw-first",
+        "PGRST_AUTHENTICATOR_PASSWORD": "auth",
+    }
     url = f"postgresql://postgres:pw-first@127.0.0.1:{port}/pgtrade_docker"
     try:
         proc = _start_entrypoint(env, base / "first.log")
@@ -284,8 +321,9 @@ def test_entrypoint_prepares_the_cluster_then_serves_in_the_foreground(tmp_path)
             with psycopg.connect(url, autocommit=True) as conn:
                 assert conn.execute("SELECT count(*) > 0 FROM ops.schema_migrations").fetchone()[0]
                 assert conn.execute("SHOW cron.database_name").fetchone()[0] == "pgtrade_docker"
-                assert conn.execute("SELECT rolcanlogin AND NOT rolinherit FROM pg_roles "
-                                    "WHERE rolname = 'authenticator'").fetchone()[0]
+                assert conn.execute(
+                    "SELECT rolcanlogin AND NOT rolinherit FROM pg_roles WHERE rolname = 'authenticator'"
+                ).fetchone()[0]
         finally:
             assert _stop(proc) == 0
         assert "host all all all scram-sha-256" in (base / "home" / "data" / "pg_hba.conf").read_text()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -33,7 +33,12 @@ def barset(name: str, rename: dict[str, str] | None = None) -> BarSet:
 def api_error(status: int, body: str, headers: dict | None = None) -> APIError:
     """An APIError made the way alpaca-py's RESTClient makes it (response text + the requests HTTPError)."""
     r = Response()
-    r.status_code, r._content, r.url, r.encoding = status, body.encode(), "https://data.alpaca.markets/v2/stocks/bars", "utf-8"
+    r.status_code, r._content, r.url, r.encoding = (
+        status,
+        body.encode(),
+        "https://data.alpaca.markets/v2/stocks/bars",
+        "utf-8",
+    )
     r.headers.update(headers or {})
     try:
         r.raise_for_status()
@@ -63,7 +68,7 @@ class FakeClock:
         self.sleeps.append(s)
 
 
-START = datetime(2024, 3, 8, tzinfo=timezone.utc)
+START = datetime(2024, 3, 8, tzinfo=UTC)
 
 
 def test_minute_bars_keep_their_utc_stamps_and_are_stored(db, unique_symbol):
@@ -71,35 +76,56 @@ def test_minute_bars_keep_their_utc_stamps_and_are_stored(db, unique_symbol):
     fetch = Script(barset("alpaca_bars_1min.json", {"AAPL": a, "MSFT": m}))
     report = load_alpaca(db, [a, m], start=START, end=None, interval="1m", fetch=fetch)
     assert (report.per_symbol[a].inserted, report.per_symbol[m].inserted, report.total.rejected) == (3, 2, 0)
-    rows = db.execute("SELECT ts, open, low, volume, source FROM market.bars WHERE symbol = %s ORDER BY ts",
-                      (a,)).fetchall()
-    assert [r[0] for r in rows] == [datetime(2024, 3, 8, 14, 30, tzinfo=timezone.utc),
-                                    datetime(2024, 3, 8, 14, 31, tzinfo=timezone.utc),
-                                    datetime(2024, 3, 11, 13, 30, tzinfo=timezone.utc)]
+    rows = db.execute(
+        "SELECT ts, open, low, volume, source FROM market.bars WHERE symbol = %s ORDER BY ts", (a,)
+    ).fetchall()
+    assert [r[0] for r in rows] == [
+        datetime(2024, 3, 8, 14, 30, tzinfo=UTC),
+        datetime(2024, 3, 8, 14, 31, tzinfo=UTC),
+        datetime(2024, 3, 11, 13, 30, tzinfo=UTC),
+    ]
     assert rows[2][1:] == (Decimal("172.94"), Decimal("172.055"), Decimal("289433"), "alpaca")
 
 
 def test_daily_bars_become_calendar_dates_in_summer_and_winter():
     bars = list(normalize_barset(barset("alpaca_bars_1day.json"), interval="1d"))
     # Alpaca stamps a day at 00:00 New York: 05:00 UTC in January, 04:00 UTC in July
-    assert [b.ts for b in bars] == [datetime(2024, 1, 2, tzinfo=timezone.utc), datetime(2024, 1, 3, tzinfo=timezone.utc),
-                                    datetime(2024, 7, 1, tzinfo=timezone.utc)]
+    assert [b.ts for b in bars] == [
+        datetime(2024, 1, 2, tzinfo=UTC),
+        datetime(2024, 1, 3, tzinfo=UTC),
+        datetime(2024, 7, 1, tzinfo=UTC),
+    ]
 
 
 def test_interval_codes_map_to_timeframes():
-    assert [str(timeframe(i).value) for i in ("1m", "5m", "1h", "4h", "1d")] == ["1Min", "5Min", "1Hour", "4Hour",
-                                                                                "1Day"]
+    assert [str(timeframe(i).value) for i in ("1m", "5m", "1h", "4h", "1d")] == [
+        "1Min",
+        "5Min",
+        "1Hour",
+        "4Hour",
+        "1Day",
+    ]
     with pytest.raises(PgtradeError, match="no '2m' bars"):
         timeframe("2m")
 
 
 def test_429_honours_retry_after_then_succeeds(db, unique_symbol):
-    errors = [api_error(429, '{"message":"too many requests."}', {"Retry-After": "7"}),
-              api_error(503, "Service Unavailable")]
+    errors = [
+        api_error(429, '{"message":"too many requests."}', {"Retry-After": "7"}),
+        api_error(503, "Service Unavailable"),
+    ]
     fetch = Script(barset("alpaca_bars_1min.json", {"AAPL": unique_symbol, "MSFT": unique_symbol + "M"}), errors)
     clock = FakeClock()
-    report = load_alpaca(db, [unique_symbol], start=START, end=None, interval="1m", fetch=fetch, sleep=clock.sleep,
-                         policy=RetryPolicy(attempts=5, base=1, cap=60, total=300))
+    report = load_alpaca(
+        db,
+        [unique_symbol],
+        start=START,
+        end=None,
+        interval="1m",
+        fetch=fetch,
+        sleep=clock.sleep,
+        policy=RetryPolicy(attempts=5, base=1, cap=60, total=300),
+    )
     assert report.per_symbol[unique_symbol].inserted == 3 and len(fetch.calls) == 3
     assert clock.sleeps[0] == 7  # Retry-After outweighs the 1st backoff (<= 1 s)
     assert 1 <= clock.sleeps[1] <= 2  # then exponential backoff with jitter
@@ -109,13 +135,29 @@ def test_gives_up_after_n_attempts_and_a_too_long_retry_after_stops_early(db):
     fetch = Script(None, [api_error(429, '{"message":"too many requests."}')] * 9)
     clock = FakeClock()
     with pytest.raises(RetriesExhausted, match=r"^alpaca bars: gave up after 4 attempts in .*HTTP 429"):
-        load_alpaca(db, ["AAPL"], start=START, end=None, interval="1m", fetch=fetch, sleep=clock.sleep,
-                    policy=RetryPolicy(attempts=4, base=0.5, cap=60, total=300))
+        load_alpaca(
+            db,
+            ["AAPL"],
+            start=START,
+            end=None,
+            interval="1m",
+            fetch=fetch,
+            sleep=clock.sleep,
+            policy=RetryPolicy(attempts=4, base=0.5, cap=60, total=300),
+        )
     assert len(fetch.calls) == 4 and len(clock.sleeps) == 3
     fetch = Script(None, [api_error(429, "{}", {"Retry-After": "3600"})])
     with pytest.raises(RetriesExhausted, match="gave up after 1 attempt "):
-        load_alpaca(db, ["AAPL"], start=START, end=None, interval="1m", fetch=fetch, sleep=clock.sleep,
-                    policy=RetryPolicy(attempts=4, total=300))
+        load_alpaca(
+            db,
+            ["AAPL"],
+            start=START,
+            end=None,
+            interval="1m",
+            fetch=fetch,
+            sleep=clock.sleep,
+            policy=RetryPolicy(attempts=4, total=300),
+        )
 
 
 def test_a_permanent_error_is_not_retried(db):
@@ -132,8 +174,9 @@ def test_missing_keys_is_one_line(db_url, monkeypatch):
     monkeypatch.setenv("PGTRADE_DATABASE_URL", db_url)
     result = CliRunner().invoke(main, ["load", "alpaca", "--symbols", "AAPL", "--start", "2024-01-02"])
     assert result.exit_code == 1
-    assert result.output.strip() == ("error: Alpaca needs API keys: set ALPACA_API_KEY (paper-trading keys work for "
-                                     "market data)")
+    assert result.output.strip() == (
+        "error: Alpaca needs API keys: set ALPACA_API_KEY (paper-trading keys work for market data)"
+    )
     assert SECRET not in result.output
 
 
@@ -145,8 +188,10 @@ def test_unreachable_network_is_one_line_and_secrets_never_show(db_url, monkeypa
     caplog.set_level(logging.DEBUG)
     result = CliRunner().invoke(main, ["load", "alpaca", "--symbols", "AAPL", "--start", "2024-01-02"])
     assert result.exit_code == 1
-    assert result.output.strip() == ("error: alpaca bars: network unreachable (cannot resolve host "
-                                     "data.alpaca.markets); check the connection or proxy settings")
+    assert result.output.strip() == (
+        "error: alpaca bars: network unreachable (cannot resolve host "
+        "data.alpaca.markets); check the connection or proxy settings"
+    )
     for text in (result.output, caplog.text):
         assert KEY not in text and SECRET not in text
 
@@ -159,8 +204,16 @@ def test_secrets_are_scrubbed_from_errors_and_logs(db, monkeypatch, caplog):
     echo = f"upstream timeout; headers APCA-API-KEY-ID={KEY} APCA-API-SECRET-KEY={SECRET}"
     fetch = Script(None, [TimeoutError(echo)] * 3)
     with pytest.raises(RetriesExhausted) as info:
-        load_alpaca(db, ["AAPL"], start=START, end=None, interval="1m", fetch=fetch, sleep=FakeClock().sleep,
-                    policy=RetryPolicy(attempts=3, total=300))
+        load_alpaca(
+            db,
+            ["AAPL"],
+            start=START,
+            end=None,
+            interval="1m",
+            fetch=fetch,
+            sleep=FakeClock().sleep,
+            policy=RetryPolicy(attempts=3, total=300),
+        )
     assert "APCA-API-SECRET-KEY=***" in str(info.value)
     for text in (str(info.value), caplog.text):
         assert KEY not in text and SECRET not in text

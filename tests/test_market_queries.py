@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import psycopg
@@ -11,7 +11,7 @@ import pytest
 
 from pgtrade.ingest import Bar, ingest, refresh_rollups
 
-DAY = datetime(2024, 6, 3, tzinfo=timezone.utc)  # a Monday
+DAY = datetime(2024, 6, 3, tzinfo=UTC)  # a Monday
 
 
 def minute_bars(symbol: str, start: datetime, n: int, seed: int = 1) -> list[Bar]:
@@ -22,15 +22,28 @@ def minute_bars(symbol: str, start: datetime, n: int, seed: int = 1) -> list[Bar
         c = (o * (1 + Decimal(rng.randint(-30, 30)) / 10000)).quantize(Decimal("0.0001"))
         h = max(o, c) + Decimal(rng.randint(0, 5)) / 100
         low = min(o, c) - Decimal(rng.randint(0, 5)) / 100
-        out.append(Bar(symbol=symbol, interval="1m", ts=start + timedelta(minutes=i), open=o, high=h, low=low,
-                       close=c, volume=rng.randint(1, 1000)))
+        out.append(
+            Bar(
+                symbol=symbol,
+                interval="1m",
+                ts=start + timedelta(minutes=i),
+                open=o,
+                high=h,
+                low=low,
+                close=c,
+                volume=rng.randint(1, 1000),
+            )
+        )
         price = c
     return out
 
 
 def register(conn, symbol, asset_class="stock", tz="America/New_York", open_="09:30", close="16:00"):
-    conn.execute("SELECT market.upsert_instrument(%s::text, NULL::text, %s::text, 'USD'::text, NULL::text, 1::numeric,"
-                 " %s::text, %s::time, %s::time, false)", (symbol, asset_class, tz, open_, close))
+    conn.execute(
+        "SELECT market.upsert_instrument(%s::text, NULL::text, %s::text, 'USD'::text, NULL::text, 1::numeric,"
+        " %s::text, %s::time, %s::time, false)",
+        (symbol, asset_class, tz, open_, close),
+    )
 
 
 @pytest.fixture
@@ -45,8 +58,9 @@ def rolled(db_url, unique_symbol):
     return unique_symbol
 
 
-@pytest.mark.parametrize(("view", "step"), [("market.bars_5m", "5 minutes"), ("market.bars_1h", "1 hour"),
-                                            ("market.bars_1d", "1 day")])
+@pytest.mark.parametrize(
+    ("view", "step"), [("market.bars_5m", "5 minutes"), ("market.bars_1h", "1 hour"), ("market.bars_1d", "1 day")]
+)
 def test_each_rollup_equals_the_same_rollup_from_raw_bars(db, rolled, view, step):
     diff = db.execute(
         f"""WITH raw AS (
@@ -57,7 +71,8 @@ def test_each_rollup_equals_the_same_rollup_from_raw_bars(db, rolled, view, step
             SELECT (SELECT count(*) FROM raw), (SELECT count(*) FROM agg),
                    (SELECT count(*) FROM (SELECT * FROM raw EXCEPT SELECT * FROM agg) d),
                    (SELECT count(*) FROM (SELECT * FROM agg EXCEPT SELECT * FROM raw) d)""",
-        (step, rolled, rolled)).fetchone()
+        (step, rolled, rolled),
+    ).fetchone()
     n_raw, n_agg, missing, extra = diff
     assert n_raw > 0 and n_raw == n_agg
     assert (missing, extra) == (0, 0)
@@ -67,14 +82,24 @@ def test_freshest_minute_shows_in_the_hourly_bar_at_once(db_url, rolled):
     """Real-time aggregation: a new minute after the refresh is in 5m, 1h and 1d without any refresh."""
     last_ts = DAY + timedelta(days=3) - timedelta(minutes=1)
     with psycopg.connect(db_url) as conn:
-        before = conn.execute("SELECT high, volume FROM market.bars_1h WHERE symbol = %s AND ts = %s",
-                              (rolled, last_ts.replace(minute=0))).fetchone()
-        new = Bar(symbol=rolled, interval="1m", ts=last_ts + timedelta(minutes=1), open="500", high="999",
-                  low="400", close="450", volume="7")
+        before = conn.execute(
+            "SELECT high, volume FROM market.bars_1h WHERE symbol = %s AND ts = %s", (rolled, last_ts.replace(minute=0))
+        ).fetchone()
+        new = Bar(
+            symbol=rolled,
+            interval="1m",
+            ts=last_ts + timedelta(minutes=1),
+            open="500",
+            high="999",
+            low="400",
+            close="450",
+            volume="7",
+        )
         ingest(conn, [new], source="test:fresh")
         for view, bucket in (("market.bars_5m", new.ts), ("market.bars_1h", new.ts), ("market.bars_1d", new.ts)):
-            row = conn.execute(f"SELECT high, volume FROM {view} WHERE symbol = %s AND ts = %s",
-                               (rolled, bucket)).fetchone()
+            row = conn.execute(
+                f"SELECT high, volume FROM {view} WHERE symbol = %s AND ts = %s", (rolled, bucket)
+            ).fetchone()
             assert row == (Decimal("999"), Decimal("7")), view
         assert before is not None
 
@@ -83,34 +108,48 @@ def test_bars_between_reads_stored_bars_half_open_and_ordered(db):
     register(db, "BTW")
     bars = minute_bars("BTW", DAY + timedelta(hours=14), 120)
     ingest(db, list(reversed(bars)), source="test:btw")
-    rows = db.execute("SELECT ts, close FROM market.bars_between('BTW', '1m', %s, %s)",
-                      (bars[10].ts, bars[20].ts)).fetchall()
+    rows = db.execute(
+        "SELECT ts, close FROM market.bars_between('BTW', '1m', %s, %s)", (bars[10].ts, bars[20].ts)
+    ).fetchall()
     assert [r[0] for r in rows] == [b.ts for b in bars[10:20]]
     assert [r[1] for r in rows] == [b.close for b in bars[10:20]]
 
 
 def test_bars_between_falls_back_to_rollups_and_resampling(db, rolled):
     lo, hi = DAY + timedelta(days=1), DAY + timedelta(days=2)
-    hourly = db.execute("SELECT ts, open, close FROM market.bars_between(%s, '1h', %s, %s)", (rolled, lo, hi)
-                        ).fetchall()
+    hourly = db.execute(
+        "SELECT ts, open, close FROM market.bars_between(%s, '1h', %s, %s)", (rolled, lo, hi)
+    ).fetchall()
     assert len(hourly) == 24
-    assert hourly == db.execute("SELECT ts, open, close FROM market.bars_1h WHERE symbol = %s AND ts >= %s "
-                                "AND ts < %s ORDER BY ts", (rolled, lo, hi)).fetchall()
-    quarter = db.execute("SELECT ts, open, high, low, close, volume FROM market.bars_between(%s, '15m', %s, %s)",
-                         (rolled, lo, hi)).fetchall()
+    assert (
+        hourly
+        == db.execute(
+            "SELECT ts, open, close FROM market.bars_1h WHERE symbol = %s AND ts >= %s AND ts < %s ORDER BY ts",
+            (rolled, lo, hi),
+        ).fetchall()
+    )
+    quarter = db.execute(
+        "SELECT ts, open, high, low, close, volume FROM market.bars_between(%s, '15m', %s, %s)", (rolled, lo, hi)
+    ).fetchall()
     assert len(quarter) == 96
-    first = db.execute("SELECT first(open, ts), max(high), min(low), last(close, ts), sum(volume) FROM market.bars "
-                       "WHERE symbol = %s AND interval = '1m' AND ts >= %s AND ts < %s",
-                       (rolled, lo, lo + timedelta(minutes=15))).fetchone()
+    first = db.execute(
+        "SELECT first(open, ts), max(high), min(low), last(close, ts), sum(volume) FROM market.bars "
+        "WHERE symbol = %s AND interval = '1m' AND ts >= %s AND ts < %s",
+        (rolled, lo, lo + timedelta(minutes=15)),
+    ).fetchone()
     assert quarter[0][1:] == first
 
 
 def test_stored_daily_bars_win_over_the_rollup(db, rolled):
     lo = DAY + timedelta(days=1)
-    db.execute("INSERT INTO market.bars (symbol, interval, ts, open, high, low, close, volume, source) "
-               "VALUES (%s, '1d', %s, 1, 2, 1, 2, 3, 'test')", (rolled, lo))
-    rows = db.execute("SELECT open, close, volume FROM market.bars_between(%s, '1d', %s, %s)",
-                      (rolled, lo, lo + timedelta(days=1))).fetchall()
+    db.execute(
+        "INSERT INTO market.bars (symbol, interval, ts, open, high, low, close, volume, source) "
+        "VALUES (%s, '1d', %s, 1, 2, 1, 2, 3, 'test')",
+        (rolled, lo),
+    )
+    rows = db.execute(
+        "SELECT open, close, volume FROM market.bars_between(%s, '1d', %s, %s)", (rolled, lo, lo + timedelta(days=1))
+    ).fetchall()
     assert rows == [(Decimal(1), Decimal(2), Decimal(3))]
 
 
@@ -131,36 +170,66 @@ def test_missing_bars_follow_the_session_calendar(db):
     # Monday's regular session in New York (EDT: 13:30-20:00 UTC), minus two minutes
     session = [DAY + timedelta(hours=13, minutes=30 + i) for i in range(390)]
     kept = [ts for ts in session if ts not in (session[5], session[200])]
-    ingest(db, [Bar(symbol="GAPS", interval="1m", ts=ts, open=1, high=1, low=1, close=1, volume=1) for ts in kept],
-           source="test:gaps")
+    ingest(
+        db,
+        [Bar(symbol="GAPS", interval="1m", ts=ts, open=1, high=1, low=1, close=1, volume=1) for ts in kept],
+        source="test:gaps",
+    )
     # the whole day incl. night hours and the following Saturday: only the two real gaps within sessions
     # of Monday, and every minute of Tuesday to Friday's sessions (no data there), none at night or on Saturday
-    gaps = [r[0] for r in db.execute("SELECT ts FROM market.missing_bars('GAPS', '1m', %s, %s)",
-                                     (DAY, DAY + timedelta(days=1))).fetchall()]
+    gaps = [
+        r[0]
+        for r in db.execute(
+            "SELECT ts FROM market.missing_bars('GAPS', '1m', %s, %s)", (DAY, DAY + timedelta(days=1))
+        ).fetchall()
+    ]
     assert gaps == [session[5], session[200]]
     saturday = DAY + timedelta(days=5)
-    assert db.execute("SELECT count(*) FROM market.missing_bars('GAPS', '1m', %s, %s)",
-                      (saturday, saturday + timedelta(days=1))).fetchone()[0] == 0
+    assert (
+        db.execute(
+            "SELECT count(*) FROM market.missing_bars('GAPS', '1m', %s, %s)", (saturday, saturday + timedelta(days=1))
+        ).fetchone()[0]
+        == 0
+    )
 
 
 def test_daily_gaps_skip_weekends_and_fx_week(db):
     register(db, "DGAP")
     days = [DAY + timedelta(days=i) for i in range(14)]
     weekdays = [d for d in days if d.weekday() < 5]
-    ingest(db, [Bar(symbol="DGAP", interval="1d", ts=d, open=1, high=1, low=1, close=1, volume=1)
-                for d in weekdays if d != weekdays[3]], source="test:dgap")
-    gaps = [r[0] for r in db.execute("SELECT ts FROM market.missing_bars('DGAP', '1d', %s, %s)",
-                                     (days[0], days[-1] + timedelta(days=1))).fetchall()]
+    ingest(
+        db,
+        [
+            Bar(symbol="DGAP", interval="1d", ts=d, open=1, high=1, low=1, close=1, volume=1)
+            for d in weekdays
+            if d != weekdays[3]
+        ],
+        source="test:dgap",
+    )
+    gaps = [
+        r[0]
+        for r in db.execute(
+            "SELECT ts FROM market.missing_bars('DGAP', '1d', %s, %s)", (days[0], days[-1] + timedelta(days=1))
+        ).fetchall()
+    ]
     assert gaps == [weekdays[3]]
     register(db, "FXW", asset_class="fx", open_=None, close=None)
     # fx: Friday 17:00 New York (21:00 UTC in June) closes the week, Sunday 17:00 opens it
     friday = DAY + timedelta(days=4)
-    assert db.execute("SELECT market.is_trading_time('FXW', %s, '1 hour')", (friday + timedelta(hours=20),)
-                      ).fetchone()[0] is True
-    assert db.execute("SELECT market.is_trading_time('FXW', %s, '1 hour')", (friday + timedelta(hours=21),)
-                      ).fetchone()[0] is False
-    assert db.execute("SELECT market.is_trading_time('FXW', %s, '1 hour')", (friday + timedelta(days=2, hours=21),)
-                      ).fetchone()[0] is True
+    assert (
+        db.execute("SELECT market.is_trading_time('FXW', %s, '1 hour')", (friday + timedelta(hours=20),)).fetchone()[0]
+        is True
+    )
+    assert (
+        db.execute("SELECT market.is_trading_time('FXW', %s, '1 hour')", (friday + timedelta(hours=21),)).fetchone()[0]
+        is False
+    )
+    assert (
+        db.execute(
+            "SELECT market.is_trading_time('FXW', %s, '1 hour')", (friday + timedelta(days=2, hours=21),)
+        ).fetchone()[0]
+        is True
+    )
 
 
 def test_sample_data_loads_exactly_and_idempotently(db):
@@ -174,8 +243,10 @@ def test_sample_data_loads_exactly_and_idempotently(db):
     assert again.total.inserted == 0 and again.total.updated == 0
     assert again.total.unchanged == sum(expected.values())
     # values exactly as published: the first SPX bar of the arch data set
-    row = db.execute("SELECT open, high, low, close, volume FROM market.bars WHERE symbol = 'SPX' AND interval = '1d'"
-                     " ORDER BY ts LIMIT 1").fetchone()
+    row = db.execute(
+        "SELECT open, high, low, close, volume FROM market.bars WHERE symbol = 'SPX' AND interval = '1d'"
+        " ORDER BY ts LIMIT 1"
+    ).fetchone()
     import gzip
 
     from loaders.sample import DATA_DIR
@@ -188,9 +259,12 @@ def test_sample_data_loads_exactly_and_idempotently(db):
 
 def test_retention_deletes_only_configured_intervals(db):
     register(db, "RET")
-    old = datetime(2019, 1, 7, tzinfo=timezone.utc)
-    ingest(db, [Bar(symbol="RET", interval=iv, ts=old, open=1, high=1, low=1, close=1, volume=1)
-                for iv in ("1m", "1d")], source="test:ret")
+    old = datetime(2019, 1, 7, tzinfo=UTC)
+    ingest(
+        db,
+        [Bar(symbol="RET", interval=iv, ts=old, open=1, high=1, low=1, close=1, volume=1) for iv in ("1m", "1d")],
+        source="test:ret",
+    )
     db.execute("UPDATE market.retention SET keep = interval '365 days' WHERE interval = '1m'")
     result = dict(db.execute("SELECT * FROM market.apply_retention()").fetchall())
     assert result["1m"] >= 1

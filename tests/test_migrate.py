@@ -24,21 +24,37 @@ def test_migrate_from_empty_then_again_changes_nothing(scratch_db):
         assert first.applied == [p.name for p in numbered_files()]
         objects = conn.execute(
             "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname IN ('market', 'ops', 'api')").fetchone()[0]
+            "WHERE n.nspname IN ('market', 'ops', 'api')"
+        ).fetchone()[0]
         ledger = conn.execute("SELECT version, checksum, applied_at FROM ops.schema_migrations ORDER BY 1").fetchall()
         second = migrate(conn)
         assert second.applied == []
         assert second.already == len(first.applied)
-        assert conn.execute("SELECT version, checksum, applied_at FROM ops.schema_migrations ORDER BY 1"
-                            ).fetchall() == ledger
-        assert conn.execute(
-            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname IN ('market', 'ops', 'api')").fetchone()[0] == objects
+        assert (
+            conn.execute("SELECT version, checksum, applied_at FROM ops.schema_migrations ORDER BY 1").fetchall()
+            == ledger
+        )
+        assert (
+            conn.execute(
+                "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname IN ('market', 'ops', 'api')"
+            ).fetchone()[0]
+            == objects
+        )
         # the hypertable and its rollups exist
-        assert conn.execute("SELECT count(*) FROM timescaledb_information.hypertables "
-                            "WHERE hypertable_schema = 'market' AND hypertable_name = 'bars'").fetchone()[0] == 1
-        assert conn.execute("SELECT count(*) FROM timescaledb_information.continuous_aggregates "
-                            "WHERE view_schema = 'market'").fetchone()[0] == 3
+        assert (
+            conn.execute(
+                "SELECT count(*) FROM timescaledb_information.hypertables "
+                "WHERE hypertable_schema = 'market' AND hypertable_name = 'bars'"
+            ).fetchone()[0]
+            == 1
+        )
+        assert (
+            conn.execute(
+                "SELECT count(*) FROM timescaledb_information.continuous_aggregates WHERE view_schema = 'market'"
+            ).fetchone()[0]
+            == 3
+        )
 
 
 def test_edited_applied_migration_is_an_error_naming_the_file(scratch_db, tmp_path):
@@ -54,7 +70,8 @@ def test_edited_applied_migration_is_an_error_naming_the_file(scratch_db, tmp_pa
 def test_failing_file_reports_file_line_and_message_and_rolls_back(scratch_db, tmp_path):
     db_dir = _copy_db_dir(tmp_path)
     (db_dir / "schema" / "9999_broken.sql").write_text(
-        "CREATE TABLE ops.broken_probe (id int);\n\nSELECT no_such_column FROM ops.broken_probe;\n")
+        "CREATE TABLE ops.broken_probe (id int);\n\nSELECT no_such_column FROM ops.broken_probe;\n"
+    )
     with psycopg.connect(scratch_db, autocommit=True) as conn:
         with pytest.raises(MigrationError) as err:
             migrate(conn, db_dir)
@@ -79,8 +96,9 @@ def test_server_without_timescaledb_gets_one_clear_error_before_anything_is_crea
     from pgtrade.cluster import Cluster, free_port
 
     home = Path("/tmp") / f"pgtrade-nots-{os.getpid()}"
-    cluster = Cluster(home=home, port=free_port(), dbname="nots",
-                      overrides=(("shared_preload_libraries", "'pg_cron'"),))
+    cluster = Cluster(
+        home=home, port=free_port(), dbname="nots", overrides=(("shared_preload_libraries", "'pg_cron'"),)
+    )
     try:
         cluster.init()
         cluster.start()
@@ -101,23 +119,30 @@ def test_objects_a_repeatable_file_no_longer_defines_are_dropped(scratch_db, tmp
         "CREATE OR REPLACE FUNCTION ops.probe(x int) RETURNS int LANGUAGE sql AS $$ SELECT x $$;\n"
         "CREATE OR REPLACE FUNCTION ops.tg_probe() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NULL; END$$;\n"
         "CREATE OR REPLACE TRIGGER _900_probe AFTER INSERT ON market.instruments\n"
-        "  FOR EACH STATEMENT EXECUTE FUNCTION ops.tg_probe();\n")
+        "  FOR EACH STATEMENT EXECUTE FUNCTION ops.tg_probe();\n"
+    )
     with psycopg.connect(scratch_db, autocommit=True) as conn:
         migrate(conn, db_dir)
         assert conn.execute("SELECT to_regprocedure('ops.probe(int)')").fetchone()[0] is not None
         # the signature changes and the trigger is renamed
         extra.write_text(
             "CREATE OR REPLACE FUNCTION ops.probe(x bigint) RETURNS bigint LANGUAGE sql AS $$ SELECT x $$;\n"
-            "CREATE OR REPLACE FUNCTION ops.tg_probe() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NULL; END$$;\n"
+            "CREATE OR REPLACE FUNCTION ops.tg_probe() RETURNS trigger LANGUAGE plpgsql\n"
+            "  AS $$BEGIN RETURN NULL; END$$;\n"
             "CREATE OR REPLACE TRIGGER _901_probe AFTER INSERT ON market.instruments\n"
-            "  FOR EACH STATEMENT EXECUTE FUNCTION ops.tg_probe();\n")
+            "  FOR EACH STATEMENT EXECUTE FUNCTION ops.tg_probe();\n"
+        )
         report = migrate(conn, db_dir)
         assert "function ops.probe(integer)" in report.dropped
         assert "trigger _900_probe ON market.instruments" in report.dropped
         assert conn.execute("SELECT to_regprocedure('ops.probe(int)')").fetchone()[0] is None
         assert conn.execute("SELECT to_regprocedure('ops.probe(bigint)')").fetchone()[0] is not None
-        triggers = {r[0] for r in conn.execute(
-            "SELECT tgname FROM pg_trigger WHERE tgrelid = 'market.instruments'::regclass AND NOT tgisinternal")}
+        triggers = {
+            r[0]
+            for r in conn.execute(
+                "SELECT tgname FROM pg_trigger WHERE tgrelid = 'market.instruments'::regclass AND NOT tgisinternal"
+            )
+        }
         assert "_901_probe" in triggers and "_900_probe" not in triggers
         # objects of numbered migrations are never touched
         assert "_100_refuse_delete_with_bars" in triggers

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import psycopg
@@ -37,15 +37,23 @@ def expected_final(market: SyntheticMarket, n: int) -> dict:
         if i == n:
             break
         b = tick.bar
-        out[(b.symbol, b.ts)] = (Decimal(repr(b.open)), Decimal(repr(b.high)), Decimal(repr(b.low)),
-                                 Decimal(repr(b.close)), Decimal(b.volume))
+        out[(b.symbol, b.ts)] = (
+            Decimal(repr(b.open)),
+            Decimal(repr(b.high)),
+            Decimal(repr(b.low)),
+            Decimal(repr(b.close)),
+            Decimal(b.volume),
+        )
     return out
 
 
 def stored(url, symbols):
     with psycopg.connect(url) as conn:
-        rows = conn.execute("SELECT symbol, ts, open, high, low, close, volume FROM market.bars "
-                            "WHERE symbol = ANY(%s) AND interval = '1m'", (symbols,)).fetchall()
+        rows = conn.execute(
+            "SELECT symbol, ts, open, high, low, close, volume FROM market.bars "
+            "WHERE symbol = ANY(%s) AND interval = '1m'",
+            (symbols,),
+        ).fetchall()
     return rows
 
 
@@ -63,7 +71,7 @@ def test_synthetic_stream_upserts_forming_bars_for_ten_symbols(db_url, unique_sy
     # each bar: inserted once, then corrected by the later updates of its minute
     assert stats.inserted == 100 and stats.updated + stats.unchanged + stats.coalesced == 500
     assert stats.rejected == 0 and len(stats.latencies_ns) == 600
-    assert max(r[1] for r in rows) <= datetime.now(timezone.utc)  # accelerated runs end at the present
+    assert max(r[1] for r in rows) <= datetime.now(UTC)  # accelerated runs end at the present
     summary = stats.summary()
     assert summary["latency_ms"]["p50"] <= summary["latency_ms"]["p99"] <= summary["latency_ms"]["max"]
 
@@ -99,13 +107,16 @@ def test_stream_survives_its_connection_being_killed(db_url, unique_symbol):
 
 
 def test_replay_restamps_stored_history_to_consecutive_minutes(db_url, unique_symbol):
-    days = [datetime(2020, 1, d, tzinfo=timezone.utc) for d in (6, 7, 8)]
+    days = [datetime(2020, 1, d, tzinfo=UTC) for d in (6, 7, 8)]
     with psycopg.connect(db_url) as conn:
         conn.execute("SELECT market.upsert_instrument(%s::text, 'replay test'::text)", (unique_symbol,))
         from pgtrade.ingest import ingest
 
-        ingest(conn, [Bar(unique_symbol, "1d", d, 10 + i, 11 + i, 9 + i, 10.5 + i, 100 * (i + 1))
-                      for i, d in enumerate(days)], source="test:replay")
+        ingest(
+            conn,
+            [Bar(unique_symbol, "1d", d, 10 + i, 11 + i, 9 + i, 10.5 + i, 100 * (i + 1)) for i, d in enumerate(days)],
+            source="test:replay",
+        )
         conn.commit()
     stream = build(StreamConfig(source="replay", symbols=(unique_symbol,), speed=600, max_bars=3), url=db_url)
     stats = stream.run()
@@ -116,7 +127,7 @@ def test_replay_restamps_stored_history_to_consecutive_minutes(db_url, unique_sy
 
 
 def test_polling_source_with_injected_fetch(db_url, unique_symbol):
-    minute = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+    minute = datetime.now(UTC).replace(second=0, microsecond=0)
     polls = []
 
     def fetch(symbols, start, end, interval):  # alpaca-shaped: a BarSet
@@ -126,10 +137,30 @@ def test_polling_source_with_injected_fetch(db_url, unique_symbol):
 
         polls.append(start)
         close = 100 + len(polls)
-        raw = {unique_symbol: [{"t": (minute - timedelta(minutes=1)).isoformat().replace("+00:00", "Z"), "o": 100,
-                                "h": 110, "l": 99, "c": 101, "v": 5, "n": 3, "vw": 100.5},
-                               {"t": minute.isoformat().replace("+00:00", "Z"), "o": 100, "h": 120, "l": 99,
-                                "c": close, "v": 10 * len(polls), "n": 4, "vw": 101.0}]}
+        raw = {
+            unique_symbol: [
+                {
+                    "t": (minute - timedelta(minutes=1)).isoformat().replace("+00:00", "Z"),
+                    "o": 100,
+                    "h": 110,
+                    "l": 99,
+                    "c": 101,
+                    "v": 5,
+                    "n": 3,
+                    "vw": 100.5,
+                },
+                {
+                    "t": minute.isoformat().replace("+00:00", "Z"),
+                    "o": 100,
+                    "h": 120,
+                    "l": 99,
+                    "c": close,
+                    "v": 10 * len(polls),
+                    "n": 4,
+                    "vw": 101.0,
+                },
+            ]
+        }
         return BarSet(_json.loads(_json.dumps(raw)))
 
     cfg = StreamConfig(source="alpaca", symbols=(unique_symbol,), poll_seconds=0.05, max_bars=6)
@@ -143,13 +174,26 @@ def test_polling_source_with_injected_fetch(db_url, unique_symbol):
 def test_speed_above_one_needs_a_bound():
     cfg = StreamConfig(source="synthetic", symbols=("X",), speed=10)
     with pytest.raises(PgtradeError, match="needs --duration or --max-bars"):
-        sim_start(cfg, datetime.now(timezone.utc), 6)
+        sim_start(cfg, datetime.now(UTC), 6)
 
 
 def test_cli_stream_json_summary_and_stop(db_url, unique_symbol, monkeypatch):
     monkeypatch.setenv("PGTRADE_DATABASE_URL", db_url)
-    result = CliRunner().invoke(main, ["stream", "--source", "synthetic", "--symbols", f"{unique_symbol}A,"
-                                       f"{unique_symbol}B", "--speed", "600", "--duration", "1", "--json"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "stream",
+            "--source",
+            "synthetic",
+            "--symbols",
+            f"{unique_symbol}A,{unique_symbol}B",
+            "--speed",
+            "600",
+            "--duration",
+            "1",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
     assert summary["stopped_by"] == "duration" and summary["updates"] > 0

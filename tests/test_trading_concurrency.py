@@ -7,7 +7,6 @@ from datetime import timedelta
 
 import psycopg
 import pytest
-
 from trading_support import T0, account, advance, bars, instrument, order
 
 N = 24
@@ -22,6 +21,7 @@ def _race(db_url: str, fn) -> list:
             barrier.wait()
             results[i] = fn(conn, i)
             conn.commit()
+
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(N)]
     for t in threads:
         t.start()
@@ -43,11 +43,11 @@ def setup(db_url, unique_symbol):
 
 def test_racing_buys_never_overspend(db_url, setup):
     a, sym = setup
-    res = _race(db_url, lambda conn, i: order(conn, a, sym, "buy", 1)["status"])   # 24 x 100 against 1,000
+    res = _race(db_url, lambda conn, i: order(conn, a, sym, "buy", 1)["status"])  # 24 x 100 against 1,000
     with psycopg.connect(db_url) as conn:
-        cash, = conn.execute("SELECT cash FROM trading.accounts WHERE id = %s", (a,)).fetchone()
-        qty, = conn.execute("SELECT qty FROM trading.positions WHERE account_id = %s", (a,)).fetchone()
-        spent, = conn.execute("SELECT sum(qty * price) FROM trading.fills WHERE account_id = %s", (a,)).fetchone()
+        (cash,) = conn.execute("SELECT cash FROM trading.accounts WHERE id = %s", (a,)).fetchone()
+        (qty,) = conn.execute("SELECT qty FROM trading.positions WHERE account_id = %s", (a,)).fetchone()
+        (spent,) = conn.execute("SELECT sum(qty * price) FROM trading.fills WHERE account_id = %s", (a,)).fetchone()
     assert (cash, qty, spent) == (0, 10, 1000)
     assert res.count("filled") == 10 and res.count("rejected") == N - 10
 
@@ -61,8 +61,9 @@ def test_racing_sells_never_oversell(db_url, setup):
     assert res.count("filled") == 10 and res.count("rejected") == N - 10
     with psycopg.connect(db_url) as conn:
         assert conn.execute("SELECT qty FROM trading.positions WHERE account_id = %s", (a,)).fetchone()[0] == 0
-        codes = conn.execute("SELECT DISTINCT reject_code FROM trading.orders WHERE account_id = %s "
-                             "AND status = 'rejected'", (a,)).fetchall()
+        codes = conn.execute(
+            "SELECT DISTINCT reject_code FROM trading.orders WHERE account_id = %s AND status = 'rejected'", (a,)
+        ).fetchall()
         assert codes == [("TR002",)]
 
 
@@ -81,6 +82,6 @@ def test_check_constraints_are_the_last_line(db, setup):
             db.execute("UPDATE trading.accounts SET cash = -1 WHERE id = %s", (a,))
     db.execute("SELECT trading.configure_account(%s, '{\"allow_short\": true}')", (a,))
     assert order(db, a, sym, "sell", 1)["status"] == "filled"
-    with pytest.raises(psycopg.errors.CheckViolation):   # cannot forbid shorting while short
+    with pytest.raises(psycopg.errors.CheckViolation):  # cannot forbid shorting while short
         with db.transaction():
             db.execute("SELECT trading.configure_account(%s, '{\"allow_short\": false}')", (a,))

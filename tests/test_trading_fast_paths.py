@@ -8,12 +8,11 @@ from datetime import timedelta
 from decimal import Decimal
 
 import psycopg
-
 from trading_support import account, bars, check_invariants, fills, get_order, instrument, order, position
 
 
 def _live_symbol(db, symbol: str):
-    now = db.execute("SELECT now()").fetchone()[0]            # fixed for the whole (rolled-back) transaction
+    now = db.execute("SELECT now()").fetchone()[0]  # fixed for the whole (rolled-back) transaction
     minute = now.replace(second=0, microsecond=0)
     instrument(db, symbol, session_tz="UTC", session_open=None, session_close=None, trades_weekends=True)
     bars(db, symbol, [(100, 100, 100, 100)] * 3, start=minute - timedelta(minutes=10))
@@ -23,8 +22,9 @@ def _live_symbol(db, symbol: str):
 def _one_statement(db, rows) -> None:
     """Stage rows (symbol, interval, ts, o, h, l, c) and ingest them as one INSERT (one trigger call)."""
     db.execute("SELECT market.ingest_begin()")
-    with db.cursor().copy("COPY pg_temp.bars_staging (symbol, interval, ts, open, high, low, close, volume) "
-                          "FROM STDIN") as cp:
+    with db.cursor().copy(
+        "COPY pg_temp.bars_staging (symbol, interval, ts, open, high, low, close, volume) FROM STDIN"
+    ) as cp:
         for r in rows:
             cp.write_row((*r, 1000))
     res = db.execute("SELECT sum(inserted), sum(rejected) FROM market.ingest_staged('test')").fetchone()
@@ -60,15 +60,19 @@ def test_trigger_mark_equals_mark_positions_on_mixed_intervals(db):
     assert order(db, a, "TRDFPC", "buy", 3)["status"] == "filled"
     assert order(db, b, "TRDFPC", "buy", 3)["status"] == "filled"
     db.execute("UPDATE trading.positions SET last_price_at = NULL WHERE account_id IN (%s, %s)", (a, b))
-    rows = [("TRDFPC", "1h", hour, 100, 101, 99, 100.25), ("TRDFPC", "1m", hour + timedelta(minutes=59), 100, 101, 99,
-                                                            100.75)]
+    rows = [
+        ("TRDFPC", "1h", hour, 100, 101, 99, 100.25),
+        ("TRDFPC", "1m", hour + timedelta(minutes=59), 100, 101, 99, 100.75),
+    ]
     db.execute("DELETE FROM market.bars WHERE symbol = 'TRDFPC' AND ts = %s", (hour + timedelta(minutes=59),))
     _one_statement(db, rows)
     assert position(db, a, "TRDFPC")["last_price"] == Decimal("100.75")
-    assert position(db, b, "TRDFPC")["last_price_at"] is None       # backtest accounts: not by live bars
+    assert position(db, b, "TRDFPC")["last_price_at"] is None  # backtest accounts: not by live bars
     marked = db.execute(
         "SELECT trading.mark_positions(ARRAY[ROW(%s, %s, %s, %s, %s, %s, %s, 1000)::market.ohlcv,"
-        " ROW(%s, %s, %s, %s, %s, %s, %s, 1000)::market.ohlcv], %s)", (*rows[0], *rows[1], b)).fetchone()[0]
+        " ROW(%s, %s, %s, %s, %s, %s, %s, 1000)::market.ohlcv], %s)",
+        (*rows[0], *rows[1], b),
+    ).fetchone()[0]
     assert marked == 1 and position(db, b, "TRDFPC")["last_price"] == Decimal("100.75")
 
 
@@ -80,23 +84,33 @@ def test_may_act_is_the_candidate_rule(db):
              unnest(ARRAY[false, true]) trg""").fetchall()
     got = {(t, s, trg): r for t, s, trg, r in cases}
     assert got == {
-        ("market", "buy", False): False, ("market", "buy", True): False,
-        ("market", "sell", False): False, ("market", "sell", True): False,
-        ("limit", "buy", False): False, ("limit", "buy", True): False,          # low 101 > 100
-        ("limit", "sell", False): True, ("limit", "sell", True): True,          # high 105 >= 100
-        ("stop", "buy", False): True, ("stop", "buy", True): True,              # high 105 >= 90; triggered: next bar
-        ("stop", "sell", False): False, ("stop", "sell", True): True,           # low 101 > 90; triggered: next bar
-        ("stop_limit", "buy", False): True, ("stop_limit", "buy", True): False,  # untriggered: the stop; then the limit
-        ("stop_limit", "sell", False): False, ("stop_limit", "sell", True): True,
+        ("market", "buy", False): False,
+        ("market", "buy", True): False,
+        ("market", "sell", False): False,
+        ("market", "sell", True): False,
+        ("limit", "buy", False): False,
+        ("limit", "buy", True): False,  # low 101 > 100
+        ("limit", "sell", False): True,
+        ("limit", "sell", True): True,  # high 105 >= 100
+        ("stop", "buy", False): True,
+        ("stop", "buy", True): True,  # high 105 >= 90; triggered: next bar
+        ("stop", "sell", False): False,
+        ("stop", "sell", True): True,  # low 101 > 90; triggered: next bar
+        ("stop_limit", "buy", False): True,
+        ("stop_limit", "buy", True): False,  # untriggered: the stop; then the limit
+        ("stop_limit", "sell", False): False,
+        ("stop_limit", "sell", True): True,
     }
 
 
 def test_clock_from_the_row_equals_account_now(db):
     a = account(db, "fast-clock", kind="live", clock=None)
     b = account(db, "fast-clock-bt")
-    rows = db.execute("SELECT trading.account_now(a.id) = trading.account_clock(a.clock_mode, a.clock_ts), "
-                      "trading.account_now(a.id) FROM trading.accounts a WHERE a.id IN (%s, %s) ORDER BY a.id",
-                      (a, b)).fetchall()
+    rows = db.execute(
+        "SELECT trading.account_now(a.id) = trading.account_clock(a.clock_mode, a.clock_ts), "
+        "trading.account_now(a.id) FROM trading.accounts a WHERE a.id IN (%s, %s) ORDER BY a.id",
+        (a, b),
+    ).fetchall()
     assert [r[0] for r in rows] == [True, True]
     assert rows[0][1] == db.execute("SELECT now()").fetchone()[0]
     assert db.execute("SELECT trading.account_now(-1)").fetchone()[0] is None
@@ -105,10 +119,13 @@ def test_clock_from_the_row_equals_account_now(db):
 def test_fill_events_are_notified_in_order(db_url, unique_symbol):
     with psycopg.connect(db_url, autocommit=True) as listener, psycopg.connect(db_url) as conn:
         now = conn.execute("SELECT now()").fetchone()[0]
-        instrument(conn, unique_symbol, session_tz="UTC", session_open=None, session_close=None,
-                   trades_weekends=True)
-        bars(conn, unique_symbol, [(100, 100, 100, 100)], start=now.replace(second=0, microsecond=0)
-             - timedelta(minutes=2))
+        instrument(conn, unique_symbol, session_tz="UTC", session_open=None, session_close=None, trades_weekends=True)
+        bars(
+            conn,
+            unique_symbol,
+            [(100, 100, 100, 100)],
+            start=now.replace(second=0, microsecond=0) - timedelta(minutes=2),
+        )
         a = account(conn, f"fast-notify-{unique_symbol}", kind="live", clock=None)
         conn.commit()
         listener.execute("LISTEN pgtrade_events")
@@ -116,7 +133,6 @@ def test_fill_events_are_notified_in_order(db_url, unique_symbol):
         conn.commit()
         assert o["status"] == "filled"
         got = [n.payload for n in listener.notifies(timeout=5, stop_after=2)]
-        ids = [r[0] for r in conn.execute("SELECT id FROM trading.events WHERE order_id = %s ORDER BY id",
-                                          (o["id"],))]
+        ids = [r[0] for r in conn.execute("SELECT id FROM trading.events WHERE order_id = %s ORDER BY id", (o["id"],))]
         assert len(got) == 2 and "order_accepted" in got[0] and '"kind" : "fill"' in got[1]
-        assert [f'"id" : {i},' in g for g, i in zip(got, ids)] == [True, True]
+        assert [f'"id" : {i},' in g for g, i in zip(got, ids, strict=True)] == [True, True]

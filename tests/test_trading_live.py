@@ -9,7 +9,7 @@ from trading_support import account, bars, check_invariants, fills, get_order, i
 
 
 def test_ingested_bars_fire_live_orders_and_mark_positions(db):
-    now = db.execute("SELECT now()").fetchone()[0]           # fixed for the whole (rolled-back) transaction
+    now = db.execute("SELECT now()").fetchone()[0]  # fixed for the whole (rolled-back) transaction
     minute = now.replace(second=0, microsecond=0)
     instrument(db, "TRDLIVE", session_tz="UTC", session_open=None, session_close=None, trades_weekends=True)
     bars(db, "TRDLIVE", [(100, 100, 100, 100)] * 3, start=minute - timedelta(minutes=3))
@@ -33,11 +33,12 @@ def test_ingested_bars_fire_live_orders_and_mark_positions(db):
     bars(db, "TRDLIVE", [(93, 99, 92, 94)], start=minute + timedelta(minutes=1))
     kids = dict(db.execute("SELECT source, status FROM trading.orders WHERE parent_id = %s", (buy["id"],)).fetchall())
     assert kids == {"stop_loss": "filled", "take_profit": "cancelled"}
-    sl = db.execute("SELECT id FROM trading.orders WHERE parent_id = %s AND source = 'stop_loss'", (buy["id"],)
-                    ).fetchone()[0]
-    assert fills(db, sl)[0]["price"] == 93                    # the open of the gap bar (no slippage here)
+    sl = db.execute(
+        "SELECT id FROM trading.orders WHERE parent_id = %s AND source = 'stop_loss'", (buy["id"],)
+    ).fetchone()[0]
+    assert fills(db, sl)[0]["price"] == 93  # the open of the gap bar (no slippage here)
     assert position(db, a, "TRDLIVE")["qty"] == 5
-    kinds = [k for k, in db.execute("SELECT kind FROM trading.events WHERE account_id = %s ORDER BY id", (a,))]
+    kinds = [k for (k,) in db.execute("SELECT kind FROM trading.events WHERE account_id = %s ORDER BY id", (a,))]
     assert kinds.count("fill") == 3 and "stop_triggered" in kinds and "order_cancelled" in kinds
     check_invariants(db, a)
 
@@ -50,16 +51,17 @@ def test_backtest_accounts_ignore_live_bars(db):
     a = account(db, "bt", clock=minute - timedelta(minutes=1))
     o = order(db, a, "TRDBT", "buy", 1, "limit", limit_price=99)
     bars(db, "TRDBT", [(99, 99, 90, 95)], start=minute + timedelta(minutes=1))
-    assert get_order(db, o["id"])["status"] == "accepted"     # only advance_clock moves a backtest account
+    assert get_order(db, o["id"])["status"] == "accepted"  # only advance_clock moves a backtest account
 
 
 def test_events_are_notified(db_url, unique_symbol):
     import psycopg
+
     with psycopg.connect(db_url, autocommit=True) as listener, psycopg.connect(db_url) as conn:
         listener.execute("LISTEN pgtrade_events")
         instrument(conn, unique_symbol)
         a = account(conn, f"notify-{unique_symbol}")
-        o = order(conn, a, unique_symbol, "buy", 1)      # rejected: no price yet (TR008)
+        o = order(conn, a, unique_symbol, "buy", 1)  # rejected: no price yet (TR008)
         conn.commit()
         got = []
         for n in listener.notifies(timeout=5, stop_after=1):

@@ -7,9 +7,20 @@ from datetime import timedelta
 
 import psycopg
 import pytest
-
-from trading_support import (D, T0, account, advance, bars, check_invariants, fills, get_order, instrument, order,
-                             portfolio, position)
+from trading_support import (
+    T0,
+    D,
+    account,
+    advance,
+    bars,
+    check_invariants,
+    fills,
+    get_order,
+    instrument,
+    order,
+    portfolio,
+    position,
+)
 
 NOW = T0 + timedelta(minutes=5)  # after five 1-minute bars at 100
 
@@ -24,6 +35,7 @@ def mkt(db):
         a = account(db, name, **kw)
         advance(db, a, NOW)
         return a
+
     return make
 
 
@@ -33,10 +45,11 @@ def codes(o):
 
 # --- risk rules: allowed and denied -------------------------------------------------------------------------
 
+
 def test_cash_rule_includes_commission(db, mkt):
     a = mkt(cash="1001", commission_min="1")
     assert codes(order(db, a, "TRDA", "buy", 11)) == ("rejected", "TR001")
-    assert codes(order(db, a, "TRDA", "buy", 10)) == ("filled", None)   # 1000 + 1 commission
+    assert codes(order(db, a, "TRDA", "buy", 10)) == ("filled", None)  # 1000 + 1 commission
     assert portfolio(db, a)["cash"] == 0
 
 
@@ -44,15 +57,15 @@ def test_cash_rule_includes_slippage_and_open_buy_orders(db, mkt):
     a = mkt(cash="1000", slippage_bps="10")
     assert codes(order(db, a, "TRDA", "buy", 10)) == ("rejected", "TR001")  # 10 x 100.1 > 1000
     assert codes(order(db, a, "TRDA", "buy", 5, "limit", limit_price=99)) == ("accepted", None)  # reserves 495
-    assert codes(order(db, a, "TRDA", "buy", 5)) == ("filled", None)       # 500.5 <= 1000 - 495
+    assert codes(order(db, a, "TRDA", "buy", 5)) == ("filled", None)  # 500.5 <= 1000 - 495
     assert codes(order(db, a, "TRDA", "buy", 1)) == ("rejected", "TR001")  # 100.1 > 4.5 left
 
 
 def test_cash_rule_counts_reserved_cash(db, mkt):
     a = mkt(cash="1000")
     assert codes(order(db, a, "TRDA", "buy", 6, "limit", limit_price=99)) == ("accepted", None)  # reserves 594
-    assert codes(order(db, a, "TRDA", "buy", 5)) == ("rejected", "TR001")   # 500 > 406
-    assert codes(order(db, a, "TRDA", "buy", 4)) == ("filled", None)        # 400 <= 406
+    assert codes(order(db, a, "TRDA", "buy", 5)) == ("rejected", "TR001")  # 500 > 406
+    assert codes(order(db, a, "TRDA", "buy", 4)) == ("filled", None)  # 400 <= 406
 
 
 def test_sell_needs_a_position_unless_shorting_is_allowed(db, mkt):
@@ -77,16 +90,16 @@ def test_open_sell_orders_count_against_the_position(db, mkt):
 def test_position_limit_as_percent_of_portfolio(db, mkt):
     a = mkt(max_position_pct=10)
     assert codes(order(db, a, "TRDA", "buy", 101)) == ("rejected", "TR003")
-    assert codes(order(db, a, "TRDA", "buy", 100)) == ("filled", None)   # 10,000 = 10% of 100,000
+    assert codes(order(db, a, "TRDA", "buy", 100)) == ("filled", None)  # 10,000 = 10% of 100,000
     assert codes(order(db, a, "TRDA", "buy", 1)) == ("rejected", "TR003")
-    assert codes(order(db, a, "TRDA", "sell", 50)) == ("filled", None)   # reducing is always allowed
+    assert codes(order(db, a, "TRDA", "sell", 50)) == ("filled", None)  # reducing is always allowed
 
 
 def test_gross_exposure_limit(db, mkt):
     instrument(db, "TRDB")
     bars(db, "TRDB", [(50, 50, 50, 50)] * 5)
     a = mkt(max_gross_leverage="0.5")
-    assert codes(order(db, a, "TRDA", "buy", 300)) == ("filled", None)   # 30,000
+    assert codes(order(db, a, "TRDA", "buy", 300)) == ("filled", None)  # 30,000
     assert codes(order(db, a, "TRDB", "buy", 401)) == ("rejected", "TR004")  # 30,000 + 20,050 > 50,000
     assert codes(order(db, a, "TRDB", "buy", 400)) == ("filled", None)
 
@@ -116,7 +129,7 @@ def test_paused_account(db, mkt):
 
 def test_market_orders_need_a_fresh_price(db, mkt):
     a = mkt(max_price_age="10 minutes")
-    assert codes(order(db, a, "TRDA", "buy", 1)) == ("filled", None)     # price from T0+5m, clock T0+5m
+    assert codes(order(db, a, "TRDA", "buy", 1)) == ("filled", None)  # price from T0+5m, clock T0+5m
     advance(db, a, NOW + timedelta(minutes=11))
     assert codes(order(db, a, "TRDA", "buy", 1)) == ("rejected", "TR008")
     assert codes(order(db, a, "TRDA", "buy", 1, "limit", limit_price=100)) == ("accepted", None)  # resting: no need
@@ -127,27 +140,33 @@ def test_market_orders_need_a_fresh_price(db, mkt):
 def test_no_price_before_the_bar_has_closed(db):
     instrument(db, "TRDA")
     bars(db, "TRDA", [(100, 100, 100, 100), (200, 200, 200, 200)])
-    a = account(db, "early", clock=T0 + timedelta(seconds=90))   # second bar not closed yet
+    a = account(db, "early", clock=T0 + timedelta(seconds=90))  # second bar not closed yet
     o = order(db, a, "TRDA", "buy", 1)
     assert o["status"] == "filled" and fills(db, o["id"])[0]["price"] == 100
-    assert db.execute("SELECT * FROM market.price_at('TRDA', %s)", (T0 + timedelta(seconds=59),)).fetchone() == (None, None)
+    assert db.execute("SELECT * FROM market.price_at('TRDA', %s)", (T0 + timedelta(seconds=59),)).fetchone() == (
+        None,
+        None,
+    )
 
 
-@pytest.mark.parametrize(("kwargs", "code"), [
-    ({"side": "hold"}, "TR010"),
-    ({"qty": 0}, "TR010"),
-    ({"qty": -3}, "TR010"),
-    ({"qty": "NaN"}, "TR010"),
-    ({"qty": None}, "TR010"),
-    ({"type": "iceberg"}, "TR010"),
-    ({"type": "limit"}, "TR010"),                       # no limit price
-    ({"type": "stop", "stop_price": -1}, "TR010"),
-    ({"tif": "forever"}, "TR010"),
-    ({"source": "stop_loss"}, "TR010"),                 # reserved for bracket children
-    ({"stop_loss": 110, "take_profit": 120}, "TR010"),  # buy: stop-loss must be below the entry
-    ({"qty": "1.5"}, "TR011"),
-    ({"symbol": "'; DROP TABLE trading.orders; --"}, "TR009"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "code"),
+    [
+        ({"side": "hold"}, "TR010"),
+        ({"qty": 0}, "TR010"),
+        ({"qty": -3}, "TR010"),
+        ({"qty": "NaN"}, "TR010"),
+        ({"qty": None}, "TR010"),
+        ({"type": "iceberg"}, "TR010"),
+        ({"type": "limit"}, "TR010"),  # no limit price
+        ({"type": "stop", "stop_price": -1}, "TR010"),
+        ({"tif": "forever"}, "TR010"),
+        ({"source": "stop_loss"}, "TR010"),  # reserved for bracket children
+        ({"stop_loss": 110, "take_profit": 120}, "TR010"),  # buy: stop-loss must be below the entry
+        ({"qty": "1.5"}, "TR011"),
+        ({"symbol": "'; DROP TABLE trading.orders; --"}, "TR009"),
+    ],
+)
 def test_malformed_orders_are_recorded_as_rejected(db, mkt, kwargs, code):
     a = mkt()
     args = {"symbol": "TRDA", "side": "buy", "qty": 1} | kwargs
@@ -169,6 +188,7 @@ def test_unknown_account_raises(db):
 
 
 # --- idempotency --------------------------------------------------------------------------------------------
+
 
 def test_client_order_id_returns_the_same_order(db, mkt):
     a = mkt()
@@ -193,18 +213,22 @@ def test_client_order_id_returns_the_same_order(db, mkt):
 def test_cancel_rules(db, mkt):
     a = mkt()
     o = order(db, a, "TRDA", "buy", 1, "limit", limit_price=90)
-    c = db.execute("SELECT status, status_reason FROM trading.cancel_order(%s, 'changed my mind')", (o["id"],)).fetchone()
+    c = db.execute(
+        "SELECT status, status_reason FROM trading.cancel_order(%s, 'changed my mind')", (o["id"],)
+    ).fetchone()
     assert c == ("cancelled", "changed my mind")
     for oid, code in ((o["id"], "TR015"), (-5, "TR014")):
         with pytest.raises(psycopg.Error) as err:
             with db.transaction():
                 db.execute("SELECT trading.cancel_order(%s)", (oid,))
         assert err.value.sqlstate == code
-    assert [r[0] for r in db.execute("SELECT status FROM trading.order_history WHERE order_id = %s ORDER BY id",
-                                     (o["id"],))] == ["accepted", "cancelled"]
+    assert [
+        r[0] for r in db.execute("SELECT status FROM trading.order_history WHERE order_id = %s ORDER BY id", (o["id"],))
+    ] == ["accepted", "cancelled"]
 
 
 # --- fill prices -------------------------------------------------------------------------------------------
+
 
 def test_market_fill_price_slippage_and_commission(db, mkt):
     a = mkt(slippage_bps=10, commission_rate="0.001", commission_min=2)
@@ -227,9 +251,9 @@ def test_limit_orders_fill_at_limit_or_at_the_open_on_a_gap(db, mkt):
     never = order(db, a, "TRDA", "buy", 1, "limit", limit_price=50)
     bars(db, "TRDA", [(99.5, 100, 98.5, 99), (96, 97, 95, 96), (103, 104, 102, 103)], start=NOW)
     advance(db, a, NOW + timedelta(minutes=3))
-    assert fills(db, touch["id"])[0]["price"] == 99          # touched: at the limit
-    assert fills(db, gap["id"])[0]["price"] == 96            # gapped down through 97.5: at the open
-    assert fills(db, sell_gap["id"])[0]["price"] == 103      # gapped up through 101: at the open
+    assert fills(db, touch["id"])[0]["price"] == 99  # touched: at the limit
+    assert fills(db, gap["id"])[0]["price"] == 96  # gapped down through 97.5: at the open
+    assert fills(db, sell_gap["id"])[0]["price"] == 103  # gapped up through 101: at the open
     assert get_order(db, never["id"])["status"] == "accepted"
     check_invariants(db, a)
 
@@ -241,11 +265,12 @@ def test_stop_orders_trigger_at_the_stop_or_the_open_and_slip(db, mkt):
     stop_buy = order(db, a, "TRDA", "buy", 1, "stop", stop_price=105)
     bars(db, "TRDA", [(101, 106, 100, 104), (90, 91, 88, 89)], start=NOW)
     advance(db, a, NOW + timedelta(minutes=2))
-    assert fills(db, stop_buy["id"])[0]["price"] == D("106.05")   # 105 x 1.01
+    assert fills(db, stop_buy["id"])[0]["price"] == D("106.05")  # 105 x 1.01
     f = fills(db, stop_sell["id"])[0]
-    assert (f["ref_price"], f["price"]) == (90, D("89.1"))          # gap: open 90 x 0.99
-    ev = db.execute("SELECT count(*) FROM trading.events WHERE kind = 'stop_triggered' AND account_id = %s", (a,)
-                    ).fetchone()[0]
+    assert (f["ref_price"], f["price"]) == (90, D("89.1"))  # gap: open 90 x 0.99
+    ev = db.execute(
+        "SELECT count(*) FROM trading.events WHERE kind = 'stop_triggered' AND account_id = %s", (a,)
+    ).fetchone()[0]
     assert ev == 2
     check_invariants(db, a)
 
@@ -256,7 +281,7 @@ def test_stop_limit_triggers_then_rests_as_limit(db, mkt):
     bars(db, "TRDA", [(107, 108, 107, 108), (107, 107, 105.5, 106)], start=NOW)
     advance(db, a, NOW + timedelta(minutes=1))
     got = get_order(db, o["id"])
-    assert got["triggered"] and got["status"] == "accepted"       # gapped over the limit: not filled
+    assert got["triggered"] and got["status"] == "accepted"  # gapped over the limit: not filled
     advance(db, a, NOW + timedelta(minutes=2))
     assert fills(db, o["id"])[0]["price"] == 106
 
@@ -264,11 +289,11 @@ def test_stop_limit_triggers_then_rests_as_limit(db, mkt):
 def test_no_look_ahead_orders_fill_from_the_next_bar(db):
     instrument(db, "TRDA")
     bars(db, "TRDA", [(100, 100, 100, 100), (100, 100, 90, 95), (95, 96, 94, 95)])
-    a = account(db, "nola", clock=T0 + timedelta(minutes=1))   # first bar closed; the 90 low is still to come
+    a = account(db, "nola", clock=T0 + timedelta(minutes=1))  # first bar closed; the 90 low is still to come
     o = order(db, a, "TRDA", "buy", 1, "limit", limit_price=91)
     advance(db, a, T0 + timedelta(minutes=3))
     assert fills(db, o["id"])[0]["bar_ts"] == T0 + timedelta(minutes=1)
-    b = account(db, "late", clock=T0 + timedelta(minutes=2))   # placed after the dip: bar 2 cannot fill it
+    b = account(db, "late", clock=T0 + timedelta(minutes=2))  # placed after the dip: bar 2 cannot fill it
     o2 = order(db, b, "TRDA", "buy", 1, "limit", limit_price=91)
     advance(db, b, T0 + timedelta(minutes=3))
     assert get_order(db, o2["id"])["status"] == "accepted"
@@ -276,13 +301,19 @@ def test_no_look_ahead_orders_fill_from_the_next_bar(db):
 
 # --- brackets, partial closes, volume cap, expiry ----------------------------------------------------------
 
+
 def test_bracket_children_and_oco(db, mkt):
     a = mkt()
     e = order(db, a, "TRDA", "buy", 10, stop_loss=95, take_profit=110)
-    kids = db.execute("SELECT source, type, side, qty, stop_price, limit_price, status FROM trading.orders "
-                      "WHERE parent_id = %s ORDER BY source", (e["id"],)).fetchall()
-    assert kids == [("stop_loss", "stop", "sell", 10, 95, None, "accepted"),
-                    ("take_profit", "limit", "sell", 10, None, 110, "accepted")]
+    kids = db.execute(
+        "SELECT source, type, side, qty, stop_price, limit_price, status FROM trading.orders "
+        "WHERE parent_id = %s ORDER BY source",
+        (e["id"],),
+    ).fetchall()
+    assert kids == [
+        ("stop_loss", "stop", "sell", 10, 95, None, "accepted"),
+        ("take_profit", "limit", "sell", 10, None, 110, "accepted"),
+    ]
     bars(db, "TRDA", [(105, 111, 104, 110)], start=NOW)
     advance(db, a, NOW + timedelta(minutes=1))
     st = dict(db.execute("SELECT source, status FROM trading.orders WHERE parent_id = %s", (e["id"],)).fetchall())
@@ -290,8 +321,9 @@ def test_bracket_children_and_oco(db, mkt):
     assert position(db, a, "TRDA")["qty"] == 0 and position(db, a, "TRDA")["realized_pnl"] == 100
     check_invariants(db, a)
     # every event names its symbol, children's acceptance and the OCO cancel included
-    kinds = db.execute("SELECT kind, payload->>'symbol' FROM trading.events WHERE account_id = %s ORDER BY id",
-                       (a,)).fetchall()
+    kinds = db.execute(
+        "SELECT kind, payload->>'symbol' FROM trading.events WHERE account_id = %s ORDER BY id", (a,)
+    ).fetchall()
     assert {k for k, _ in kinds} >= {"order_accepted", "fill", "order_cancelled"}
     assert all(sym == "TRDA" for _, sym in kinds), kinds
 
@@ -321,25 +353,28 @@ def test_resting_entry_creates_children_only_after_it_fills(db, mkt):
     bars(db, "TRDA", [(100, 100, 98, 99), (99, 99, 80, 85)], start=NOW)
     advance(db, a, NOW + timedelta(minutes=2))
     st = dict(db.execute("SELECT source, status FROM trading.orders WHERE parent_id = %s", (e["id"],)).fetchall())
-    assert st == {"stop_loss": "filled", "take_profit": "cancelled"}   # the stop fires on the next bar, not the entry bar
+    assert st == {
+        "stop_loss": "filled",
+        "take_profit": "cancelled",
+    }  # the stop fires on the next bar, not the entry bar
     assert fills(db, e["id"])[0]["bar_ts"] == NOW
 
 
 def test_partial_closes_and_flip_through_zero_average_cost(db, mkt):
     a = mkt(allow_short=True)
-    order(db, a, "TRDA", "buy", 10)                       # 10 @ 100
+    order(db, a, "TRDA", "buy", 10)  # 10 @ 100
     bars(db, "TRDA", [(110, 110, 110, 110)], start=NOW)
     advance(db, a, NOW + timedelta(minutes=1))
-    order(db, a, "TRDA", "buy", 10)                       # 20 @ avg 105
+    order(db, a, "TRDA", "buy", 10)  # 20 @ avg 105
     assert position(db, a, "TRDA")["avg_price"] == 105
     bars(db, "TRDA", [(120, 120, 120, 120)], start=NOW + timedelta(minutes=1))
     advance(db, a, NOW + timedelta(minutes=2))
-    order(db, a, "TRDA", "sell", 5)                       # realize 5 x 15
+    order(db, a, "TRDA", "sell", 5)  # realize 5 x 15
     p = position(db, a, "TRDA")
     assert (p["qty"], p["avg_price"], p["realized_pnl"]) == (15, 105, 75)
     bars(db, "TRDA", [(100, 100, 100, 100)], start=NOW + timedelta(minutes=2))
     advance(db, a, NOW + timedelta(minutes=3))
-    order(db, a, "TRDA", "sell", 20)                      # close 15 (-75), open short 5 @ 100
+    order(db, a, "TRDA", "sell", 20)  # close 15 (-75), open short 5 @ 100
     p = position(db, a, "TRDA")
     assert (p["qty"], p["avg_price"], p["realized_pnl"], p["unrealized_pnl"]) == (-5, 100, 0, 0)
     check_invariants(db, a)
@@ -358,8 +393,16 @@ def test_volume_cap_gives_partial_fills_that_keep_resting(db, mkt):
 
 
 def test_fractional_quantity_steps(db):
-    instrument(db, "BTC-USD", qty_step="0.0001", asset_class="crypto", session_tz="UTC", session_open=None,
-               session_close=None, trades_weekends=True)
+    instrument(
+        db,
+        "BTC-USD",
+        qty_step="0.0001",
+        asset_class="crypto",
+        session_tz="UTC",
+        session_open=None,
+        session_close=None,
+        trades_weekends=True,
+    )
     bars(db, "BTC-USD", [(50000, 50000, 50000, 50000)])
     a = account(db, "crypto", clock=T0 + timedelta(minutes=1))
     assert order(db, a, "BTC-USD", "buy", "0.0125")["status"] == "filled"
@@ -370,22 +413,28 @@ def test_day_orders_expire_at_session_end_gtc_stay(db, mkt):
     a = mkt()
     day = order(db, a, "TRDA", "buy", 1, "limit", limit_price=50, tif="day")
     gtc = order(db, a, "TRDA", "buy", 1, "limit", limit_price=50, tif="gtc")
-    close = T0.replace(hour=21)   # 16:00 New York (EST) on 2024-03-04
+    close = T0.replace(hour=21)  # 16:00 New York (EST) on 2024-03-04
     assert day["expires_at"] == close and gtc["expires_at"] is None
     advance(db, a, close - timedelta(seconds=1))
     assert get_order(db, day["id"])["status"] == "accepted"
     advance(db, a, close)
     assert get_order(db, day["id"])["status"] == "expired"
     assert get_order(db, gtc["id"])["status"] == "accepted"
-    assert db.execute("SELECT count(*) FROM trading.events WHERE order_id = %s AND kind = 'order_expired'",
-                      (day["id"],)).fetchone()[0] == 1
+    assert (
+        db.execute(
+            "SELECT count(*) FROM trading.events WHERE order_id = %s AND kind = 'order_expired'", (day["id"],)
+        ).fetchone()[0]
+        == 1
+    )
 
 
 def test_session_end_calendar(db):
     instrument(db, "TRDA")
     instrument(db, "EURUSD=X", asset_class="fx", session_tz="UTC", session_open=None, session_close=None)
     friday_evening = T0.replace(day=8, hour=23)
-    assert db.execute("SELECT market.session_end('TRDA', %s)", (friday_evening,)).fetchone()[0] == T0.replace(day=11, hour=20)
+    assert db.execute("SELECT market.session_end('TRDA', %s)", (friday_evening,)).fetchone()[0] == T0.replace(
+        day=11, hour=20
+    )
     assert db.execute("SELECT market.session_end('EURUSD=X', %s)", (T0,)).fetchone()[0] == T0.replace(hour=22)
 
 
@@ -401,5 +450,7 @@ def test_snapshots_track_peak_and_drawdown(db, mkt):
 
 
 def test_default_live_account_exists(db):
-    row = db.execute("SELECT kind, clock_mode, initial_cash, cash FROM trading.accounts WHERE name = 'default'").fetchone()
+    row = db.execute(
+        "SELECT kind, clock_mode, initial_cash, cash FROM trading.accounts WHERE name = 'default'"
+    ).fetchone()
     assert row == ("live", "wall", 100000, 100000)

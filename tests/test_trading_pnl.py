@@ -10,7 +10,6 @@ from decimal import Decimal
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from trading_support import T0, account, advance, check_invariants, instrument, order
 
 _counter = itertools.count()
@@ -22,21 +21,36 @@ steps = st.lists(
         st.sampled_from(["buy", "sell"]),
         st.integers(min_value=1, max_value=40),
         st.sampled_from(["market", "market", "limit"]),
-        prices,                       # the next bar's close
+        prices,  # the next bar's close
         st.decimals(min_value=Decimal("-0.05"), max_value=Decimal("0.05"), places=3),  # limit offset
     ),
-    min_size=1, max_size=25)
+    min_size=1,
+    max_size=25,
+)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(seq=steps, allow_short=st.booleans(), rate=st.sampled_from(["0", "0.0005", "0.003"]),
-       slip=st.sampled_from(["0", "5", "37"]))
+@given(
+    seq=steps,
+    allow_short=st.booleans(),
+    rate=st.sampled_from(["0", "0.0005", "0.003"]),
+    slip=st.sampled_from(["0", "5", "37"]),
+)
 def test_pnl_identity_and_ledger_replay(db, seq, allow_short, rate, slip):
     with db.transaction(force_rollback=True):
         for sym in ("TRDP1", "TRDP2"):
             instrument(db, sym)
-        a = account(db, f"pnl-{next(_counter)}", cash="50000", allow_short=allow_short, commission_rate=rate,
-                    commission_min="1", slippage_bps=slip, max_position_pct=1000, max_gross_leverage=5)
+        a = account(
+            db,
+            f"pnl-{next(_counter)}",
+            cash="50000",
+            allow_short=allow_short,
+            commission_rate=rate,
+            commission_min="1",
+            slippage_bps=slip,
+            max_position_pct=1000,
+            max_gross_leverage=5,
+        )
         t = T0
         for sym, side, qty, kind, close, off in seq:
             # one bar for the symbol, then the clock moves past it (fills resting orders, marks positions)
@@ -44,7 +58,8 @@ def test_pnl_identity_and_ledger_replay(db, seq, allow_short, rate, slip):
             db.execute(
                 "INSERT INTO market.bars (symbol, interval, ts, open, high, low, close, volume, source) "
                 "VALUES (%s, '1m', %s, %s, %s, %s, %s, 1000, 'test')",
-                (sym, t, o_, max(o_, c_) * Decimal("1.01"), min(o_, c_) * Decimal("0.99"), c_))
+                (sym, t, o_, max(o_, c_) * Decimal("1.01"), min(o_, c_) * Decimal("0.99"), c_),
+            )
             t += timedelta(minutes=1)
             advance(db, a, t)
             if kind == "market":
@@ -54,10 +69,14 @@ def test_pnl_identity_and_ledger_replay(db, seq, allow_short, rate, slip):
             check_invariants(db, a)
         # mark everything once more at new prices and check again
         for sym in ("TRDP1", "TRDP2"):
-            db.execute("INSERT INTO market.bars (symbol, interval, ts, open, high, low, close, volume, source) "
-                       "VALUES (%s, '1m', %s, 7.77, 7.77, 7.77, 7.77, 1000, 'test')", (sym, t))
+            db.execute(
+                "INSERT INTO market.bars (symbol, interval, ts, open, high, low, close, volume, source) "
+                "VALUES (%s, '1m', %s, 7.77, 7.77, 7.77, 7.77, 1000, 'test')",
+                (sym, t),
+            )
         advance(db, a, t + timedelta(minutes=1))
         check_invariants(db, a)
-        q = db.execute("SELECT count(*) FROM trading.positions WHERE account_id = %s AND qty <> 0 "
-                       "AND last_price <> 7.77", (a,)).fetchone()[0]
+        q = db.execute(
+            "SELECT count(*) FROM trading.positions WHERE account_id = %s AND qty <> 0 AND last_price <> 7.77", (a,)
+        ).fetchone()[0]
         assert q == 0

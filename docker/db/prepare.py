@@ -39,15 +39,19 @@ def main() -> None:
         say(f"creating the cluster in {cluster.data_dir} (listen {cluster.listen}, port {cluster.port})")
         cluster.init(password=password)
     elif os.environ.get("POSTGRES_PASSWORD") and os.environ["POSTGRES_PASSWORD"] != cluster.password():
-        say("POSTGRES_PASSWORD differs from the one this volume was created with; the volume's password stays "
-            "(change it with ALTER ROLE postgres PASSWORD ...)")
+        say(
+            "POSTGRES_PASSWORD differs from the one this volume was created with; the volume's password stays "
+            "(change it with ALTER ROLE postgres PASSWORD ...)"
+        )
     cluster.start(socket_only=True)
     try:
         cluster.create_database(cluster.socket_url("postgres"))
         with psycopg.connect(cluster.socket_url(), autocommit=True) as conn:
             report = migrate(conn)
-            say(f"database {dbname}: migrations applied: {', '.join(report.applied) or 'none new'} "
-                f"({report.already} already applied); {report.repeatable} repeatable files re-applied")
+            say(
+                f"database {dbname}: migrations applied: {', '.join(report.applied) or 'none new'} "
+                f"({report.already} already applied); {report.repeatable} repeatable files re-applied"
+            )
             set_login_password(conn)
     finally:
         cluster.stop()
