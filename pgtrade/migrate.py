@@ -1,10 +1,19 @@
-"""Apply the database code: numbered migrations once each, then the repeatable files every run.
+"""Apply the database code: the superuser steps, numbered migrations once each, then the repeatable files.
 
+Who runs what (least privilege; the superuser's part is listed in ``db/superuser/`` and nowhere else):
+
+- ``db/superuser/1_*.sql`` run as the connecting superuser first, every time (idempotent): roles and their
+  limits, extensions, the database-level rights the owner role needs.
 - ``db/schema/NNNN_name.sql``: applied in order, each once, each in its own transaction, recorded in
   ``ops.schema_migrations`` with a SHA-256 checksum. An applied file whose checksum changed is an error naming it.
+  Up to ``LAST_SUPERUSER_MIGRATION`` (written before the owner role existed; 0011 hands their objects to it) they
+  run as the superuser; every later one as ``pgtrade_owner``.
 - Repeatable files (``db/procedures``, ``db/triggers``, ``db/jobs``, ``db/api``): re-applied on every run, all in
-  one transaction, in that order and by file name within each folder. The ``api`` schema is dropped and rebuilt
-  from ``db/api`` each time, so it holds exactly what the files define.
+  one transaction, in that order and by file name within each folder, as ``pgtrade_owner`` (``db/jobs`` as
+  ``pgtrade_jobs``, so that pg_cron runs the jobs as that role). The ``api`` schema is dropped and rebuilt from
+  ``db/api`` each time, so it holds exactly what the files define.
+- ``db/superuser/2_*.sql`` run as the superuser last (what must follow the migrations, e.g. TimescaleDB's job
+  owners).
 
 A failing file stops the run with the file name, line and PostgreSQL's message.
 """
@@ -17,11 +26,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 from .errors import MigrationError
 
 DB_DIR = Path(__file__).resolve().parent.parent / "db"
 REPEATABLE_DIRS = ("procedures", "triggers", "jobs", "api")
+SUPERUSER_DIR = "superuser"
+OWNER = "pgtrade_owner"
+JOBS_ROLE = "pgtrade_jobs"
+#: numbered migrations up to this one run as the superuser (see the module docstring)
+LAST_SUPERUSER_MIGRATION = "0011"
+DEADLOCK_RETRIES = 3
 _NUMBERED = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
@@ -49,6 +65,10 @@ def repeatable_files(db_dir: Path = DB_DIR) -> list[Path]:
     return [f for d in REPEATABLE_DIRS for f in sorted((db_dir / d).glob("*.sql"))]
 
 
+def superuser_files(db_dir: Path = DB_DIR, step: int = 1) -> list[Path]:
+    return sorted((db_dir / SUPERUSER_DIR).glob(f"{step}_*.sql"))
+
+
 def checksum(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -58,7 +78,11 @@ def migrate(conn: psycopg.Connection, db_dir: Path = DB_DIR) -> MigrationReport:
     if not conn.autocommit:
         raise MigrationError("migrate needs an autocommit connection (each file runs in its own transaction)")
     _require_extensions(conn)
+    _require_superuser(conn)
     report = MigrationReport()
+    with conn.transaction():
+        for path in superuser_files(db_dir, 1):
+            _run_file(conn, path, db_dir)
     _ensure_ledger(conn)
     applied = {
         row[0]: (row[1], row[2]) for row in conn.execute("SELECT version, name, checksum FROM ops.schema_migrations")
@@ -76,12 +100,22 @@ def migrate(conn: psycopg.Connection, db_dir: Path = DB_DIR) -> MigrationReport:
                 )
             report.already += 1
             continue
-        with conn.transaction():
-            _run_file(conn, path, db_dir)
-            conn.execute(
-                "INSERT INTO ops.schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
-                (version, path.name, digest),
-            )
+        for attempt in range(1, DEADLOCK_RETRIES + 1):
+            try:
+                with conn.transaction():
+                    if version > LAST_SUPERUSER_MIGRATION:
+                        _set_role(conn, OWNER)
+                    _run_file(conn, path, db_dir)
+                    conn.execute(
+                        "INSERT INTO ops.schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
+                        (version, path.name, digest),
+                    )
+                break
+            except MigrationError as exc:
+                # A migration that takes strong locks can deadlock with a background job (a TimescaleDB refresh
+                # policy); the file ran in its own transaction, nothing of it stayed: run it again.
+                if not isinstance(exc.__cause__, psycopg.errors.DeadlockDetected) or attempt == DEADLOCK_RETRIES:
+                    raise
         report.applied.append(path.name)
     files = repeatable_files(db_dir)
     with conn.transaction():
@@ -89,15 +123,33 @@ def migrate(conn: psycopg.Connection, db_dir: Path = DB_DIR) -> MigrationReport:
         # the test suite still check every reference.
         conn.execute("SET LOCAL check_function_bodies = off")
         conn.execute("DROP SCHEMA IF EXISTS api CASCADE")
-        conn.execute("CREATE SCHEMA api")
+        conn.execute(sql.SQL("CREATE SCHEMA api AUTHORIZATION {}").format(sql.Identifier(OWNER)))
         conn.execute("COMMENT ON SCHEMA api IS 'pgtrade REST API (PostgREST exposes only this schema)'")
         started = conn.execute("SELECT (pg_current_xact_id()::text::bigint % 4294967296)::text").fetchone()[0]
         for path in files:
+            _set_role(conn, JOBS_ROLE if path.parent.name == "jobs" else OWNER)
             _run_file(conn, path, db_dir)
+        conn.execute("RESET ROLE")  # the files' owners differ (db/jobs: pgtrade_jobs); the superuser drops any
         report.dropped = _drop_stale(conn, started)
         conn.execute("NOTIFY pgrst, 'reload schema'")
+    with conn.transaction():
+        for path in superuser_files(db_dir, 2):
+            _run_file(conn, path, db_dir)
     report.repeatable = len(files)
     return report
+
+
+def _set_role(conn: psycopg.Connection, role: str) -> None:
+    """Run the rest of this transaction as ``role`` (the session user stays the superuser)."""
+    conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role)))
+
+
+def _require_superuser(conn: psycopg.Connection) -> None:
+    if not conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = session_user").fetchone()[0]:
+        raise MigrationError(
+            "migrate needs a superuser connection: it creates extensions and roles (db/superuser/) and then does "
+            "everything else as pgtrade_owner"
+        )
 
 
 # Functions and triggers the repeatable files define, in the project's schemas. The runner remembers what the last
@@ -117,10 +169,6 @@ _DEFINED_NOW = """
 
 
 def _drop_stale(conn: psycopg.Connection, started: str) -> list[str]:
-    conn.execute("""CREATE TABLE IF NOT EXISTS ops.repeatable_objects (
-                        kind     text NOT NULL,
-                        identity text NOT NULL,
-                        PRIMARY KEY (kind, identity))""")
     params = {"schemas": _PROJECT_SCHEMAS, "started": started}
     now = set(conn.execute(_DEFINED_NOW, params).fetchall())
     before = set(conn.execute("SELECT kind, identity FROM ops.repeatable_objects").fetchall())
@@ -128,7 +176,8 @@ def _drop_stale(conn: psycopg.Connection, started: str) -> list[str]:
     for kind, identity in sorted(before - now, reverse=True):  # triggers before the functions they call
         try:
             with conn.transaction():
-                conn.execute(f"DROP {kind.upper()} IF EXISTS {identity}")
+                # identity is the server's own quoted text (regprocedure, format('%I ON %s')); kind is ours
+                conn.execute(sql.SQL("DROP {} IF EXISTS {}").format(sql.SQL(kind.upper()), sql.SQL(identity)))
         except psycopg.Error as exc:
             raise MigrationError(
                 f"cannot drop {kind} {identity}, which no repeatable file defines any more: {exc.diag.message_primary}"
@@ -176,6 +225,13 @@ def _ensure_ledger(conn: psycopg.Connection) -> None:
                    name       text NOT NULL,
                    checksum   text NOT NULL,
                    applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        # what the repeatable files defined last time (_drop_stale)
+        conn.execute(
+            """CREATE TABLE IF NOT EXISTS ops.repeatable_objects (
+                   kind     text NOT NULL,
+                   identity text NOT NULL,
+                   PRIMARY KEY (kind, identity))"""
         )
 
 

@@ -10,15 +10,12 @@ DECLARE
   _tsdb jsonb;
   _bar jsonb;
 BEGIN
-  IF to_regclass('cron.job') IS NOT NULL THEN
-    EXECUTE $q$
-      SELECT coalesce(jsonb_agg(jsonb_build_object(
-               'job', j.jobname, 'schedule', j.schedule, 'active', j.active,
-               'last_status', r.status, 'last_start', r.start_time, 'last_end', r.end_time) ORDER BY j.jobid), '[]')
-      FROM cron.job j
-      LEFT JOIN LATERAL (SELECT d.status, d.start_time, d.end_time FROM cron.job_run_details d
-                         WHERE d.jobid = j.jobid ORDER BY d.runid DESC LIMIT 1) r ON true
-      WHERE j.database = current_database()$q$ INTO _cron;
+  IF to_regnamespace('cron') IS NOT NULL THEN  -- pg_cron serves this database
+    SELECT coalesce(jsonb_agg(jsonb_build_object(
+             'job', j.jobname, 'schedule', j.schedule, 'active', j.active,
+             'last_status', j.last_status, 'last_start', j.last_start, 'last_end', j.last_end)), '[]')
+      INTO _cron
+    FROM ops.cron_jobs() j;
   END IF;
   SELECT coalesce(jsonb_agg(jsonb_build_object(
            'job_id', j.job_id, 'proc', j.proc_schema || '.' || j.proc_name,
