@@ -52,3 +52,30 @@ REVOKE ALL ON FUNCTION api.request_account_id(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION api.request_account_id(text) TO trader, pgtrade_admin;
 COMMENT ON FUNCTION api.request_account_id(text) IS
   'The id of the trading account this request acts on. trader: the account named by the JWT claim "account" (403 when the token names none or an unknown one; 403 when another account is asked for). pgtrade_admin: the account argument, else the claim (TR013 when neither names an existing account).';
+
+-- The account visibility rule, in one place: the accounts a request may see. pgtrade_admin (and a superuser in
+-- psql) every account; a trader the one api.request_account_id() names (403 otherwise). Every account-scoped api
+-- view filters with `account_id IN (SELECT api.request_accounts())`: the set is computed once per query and the
+-- planner joins it to the view's table through the account index (ROWS 1: a trader's case).
+-- One function rather than row-level security (measured with bench/visibility_bench.py, docs/benchmarks.md):
+-- RLS on the trading tables would either have to be FORCEd on their owner, adding the policy to every query of
+-- the trading core (place_order, fills, triggers), or need a second role owning the api views with SELECT on the
+-- tables; and its policy subquery runs as a filter over every row, while this join uses the account index.
+CREATE OR REPLACE FUNCTION api.request_accounts()
+RETURNS SETOF bigint
+LANGUAGE plpgsql STABLE SECURITY DEFINER ROWS 1
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF pg_has_role(CASE WHEN current_setting('role') = 'none' THEN session_user ELSE current_setting('role')::name END,
+                 'pgtrade_admin', 'USAGE') THEN
+    RETURN QUERY SELECT a.id FROM trading.accounts a;
+  ELSE
+    RETURN NEXT api.request_account_id();
+  END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION api.request_accounts() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION api.request_accounts() TO trader, pgtrade_admin;
+COMMENT ON FUNCTION api.request_accounts() IS
+  'The accounts this request may see (the visibility rule of every account view): all for pgtrade_admin, the token''s account for a trader (403 when the token names none or an unknown one).';

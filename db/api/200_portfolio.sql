@@ -1,7 +1,7 @@
 -- Views run with their owner's privileges on tables, but functions they call are checked against the caller
 -- (PostgreSQL, CREATE VIEW), so these views compute from the tables directly instead of calling trading.*.
--- Row filter (security barrier, so no caller-supplied condition runs before it): pgtrade_admin (and the database
--- owner) see every account; anyone else only the account of api.request_account_id(), evaluated once per query.
+-- Row filter (security barrier, so no caller-supplied condition runs before it): api.request_accounts(), the one
+-- visibility rule of every account view.
 CREATE VIEW api.portfolio WITH (security_barrier) AS
 SELECT a.id AS account_id, a.name AS account, a.currency, a.kind, a.paused, c.now AS as_of,
        a.cash, coalesce(p.mv, 0) AS positions_value, a.cash + coalesce(p.mv, 0) AS total_value,
@@ -19,8 +19,7 @@ LEFT JOIN LATERAL (SELECT sum(x.market_value) AS mv, sum(x.unrealized_pnl) AS up
 LEFT JOIN LATERAL (SELECT ps.total_value FROM trading.portfolio_snapshots ps
                    WHERE ps.account_id = a.id AND ps.ts < date_trunc('day', c.now, 'UTC')
                    ORDER BY ps.ts DESC LIMIT 1) s ON true
-WHERE CASE WHEN pg_catalog.pg_has_role(CURRENT_USER, 'pgtrade_admin', 'USAGE') THEN true
-           ELSE a.id = (SELECT api.request_account_id()) END;
+WHERE a.id IN (SELECT api.request_accounts());  -- the visibility rule (010)
 GRANT SELECT ON api.portfolio TO trader, pgtrade_admin;
 COMMENT ON VIEW api.portfolio IS
   'One row per account: cash, market value of open positions (at their mark prices), total, realized P&L (gross of commission), unrealized P&L, commissions, and the change since the start of the current UTC day of the account clock. Identity: total_value = initial_cash + realized_pnl + unrealized_pnl - commissions. A trader sees its own account.';

@@ -1,5 +1,5 @@
 -- Structural guards for the api schema (pgTAP). Run by tests/test_pgtap.py inside a rolled-back transaction.
-SELECT plan(13);
+SELECT plan(10);
 
 SELECT set_eq(
   $$SELECT c.relname::text FROM pg_class c WHERE c.relnamespace = 'api'::regnamespace AND c.relkind = 'v'$$,
@@ -10,7 +10,7 @@ SELECT is_empty(
   'api holds no tables, materialized views, sequences or indexes');
 SELECT set_eq(
   $$SELECT p.proname::text FROM pg_proc p WHERE p.pronamespace = 'api'::regnamespace$$,
-  ARRAY['request_account_id', 'place_order', 'cancel_order', 'close_position', 'pause_trading', 'resume_trading',
+  ARRAY['request_account_id', 'request_accounts', 'place_order', 'cancel_order', 'close_position', 'pause_trading', 'resume_trading',
         'health'],
   'api holds exactly the expected functions');
 SELECT is_empty(
@@ -38,30 +38,7 @@ SELECT is_empty(
     AND c.relname NOT IN ('instruments', 'bars') AND c.relname <> 'rejected_bars'
     AND NOT coalesce('security_barrier=true' = ANY (c.reloptions), false)$$,
   'every account-filtered view is a security barrier');
-SELECT is_empty(
-  $$SELECT r.rolname, n.nspname FROM pg_roles r CROSS JOIN pg_namespace n
-    WHERE r.rolname IN ('web_anon', 'trader', 'pgtrade_admin')
-    AND n.nspname IN ('market', 'trading', 'ops', 'public', 'cron')
-    AND has_schema_privilege(r.oid, n.oid, 'USAGE')$$,
-  'the web roles have no USAGE on pgtrade''s private schemas');
-SELECT is_empty(
-  $$SELECT r.rolname, c.oid::regclass FROM pg_roles r CROSS JOIN pg_class c
-    JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE r.rolname IN ('web_anon', 'trader', 'pgtrade_admin') AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
-    AND n.nspname NOT IN ('api', 'pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp)'
-    AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
-                    AND d.deptype = 'e')
-    -- TimescaleDB's own catalog and cache tables are readable by PUBLIC (its design); chunks are not
-    AND NOT (n.nspname ~ '^_?timescaledb' AND EXISTS (SELECT 1 FROM aclexplode(c.relacl) x WHERE x.grantee = 0))
-    AND has_table_privilege(r.oid, c.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')$$,
-  'no table, view or chunk outside api (other than extension catalogs) grants anything to a web role');
-SELECT is_empty(
-  $$SELECT c.oid::regclass FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE n.nspname IN ('market', 'trading', 'ops', 'public', 'api')
-    AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
-                    AND d.deptype = 'e')  -- pgTAP (tests only) lives in public
-    AND EXISTS (SELECT 1 FROM aclexplode(c.relacl) x WHERE x.grantee = 0)$$,
-  'nothing of pgtrade''s grants anything to PUBLIC');
+-- Privileges outside api (schemas, tables, functions, PUBLIC) are guarded for every schema in privileges.sql.
 SELECT is(
   (SELECT string_agg(format('%s login=%s inherit=%s', rolname, rolcanlogin, rolinherit), ', ' ORDER BY rolname)
    FROM pg_roles WHERE rolname IN ('authenticator', 'pgtrade_admin', 'trader', 'web_anon')),
