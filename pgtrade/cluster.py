@@ -210,11 +210,12 @@ class Cluster:
     def create_database(self, maintenance_url: str | None = None) -> None:
         """Create the pgtrade database if missing (connects to the maintenance database)."""
         import psycopg
+        from psycopg import sql
 
         with psycopg.connect(maintenance_url or self.url("postgres"), autocommit=True) as conn:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.dbname,)).fetchone()
             if not exists:
-                conn.execute(f'CREATE DATABASE "{self.dbname}"')
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.dbname)))
 
     def destroy(self) -> None:
         self.stop()

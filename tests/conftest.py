@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from pgtrade.cluster import Cluster, free_port
 from pgtrade.migrate import migrate
@@ -95,13 +96,13 @@ def scratch_db(server_url: str) -> Iterator[str]:
     """An empty database of its own on the same server (for migration tests); dropped afterwards."""
     name = f"pgtrade_scratch_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     info = psycopg.conninfo.conninfo_to_dict(server_url) | {"dbname": name}
     try:
         yield psycopg.conninfo.make_conninfo(**info)
     finally:
         with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture
