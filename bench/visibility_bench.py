@@ -1,11 +1,12 @@
 """The account visibility rule of the api views, three ways, on the same data in one run:
 
-  function  the rule as shipped: api.orders filters `account_id IN (SELECT api.request_accounts())`
+  function  the rule as shipped: api.orders filters `account_id = ANY ((SELECT api.request_accounts())::bigint[])`
   case      the rule as it was written out in each view before (a CASE over pg_has_role and
             `account_id = (SELECT api.request_account_id())`)
+  set       the same function's ids as a set: `account_id IN (SELECT unnest(api.request_accounts()))`
   rls       row-level security the PostgREST way without giving web roles table rights: a view owner role
-            (bench_api) that is not the table owner, SELECT on trading.orders, and a policy
-            `USING (account_id IN (SELECT api.request_accounts()))` on the table
+            (bench_api) that is not the table owner, SELECT on trading.orders, and the same
+            `account_id = ANY (...)` as the table's policy
 
 Each request runs as PostgREST runs it (SET LOCAL ROLE, request.jwt.claims) in a scratch database
 (pgtrade_visibility_bench) with --accounts accounts x --orders-per-account orders. Prints p50/p99 client-side
@@ -22,17 +23,18 @@ import time
 
 import psycopg
 from _common import machine, pct, scratch_database
+from psycopg import sql
 
 BENCH_DB = "pgtrade_visibility_bench"
 
 SETUP = """
-SELECT trading.create_account('acct_' || g, 100000) FROM generate_series(1, %(accounts)s) g;
+SELECT trading.create_account('acct_' || g, 100000) FROM generate_series(1, {accounts}) g;
 SELECT market.upsert_instrument('VISB');
 INSERT INTO trading.orders (account_id, symbol, side, type, qty, tif, status, reject_code, reject_reason, source,
                             created_at, updated_at, closed_at)
 SELECT a.id, 'VISB', 'buy', 'market', 1, 'day', 'rejected', 'TR008', 'bench', 'manual', now(), now(), now()
-FROM trading.accounts a CROSS JOIN generate_series(1, %(per)s) g
-WHERE a.name LIKE 'acct\\_%%';
+FROM trading.accounts a CROSS JOIN generate_series(1, {per}) g
+WHERE a.name LIKE 'acct\\_%';
 ANALYZE trading.orders;
 CREATE SCHEMA bench AUTHORIZATION pgtrade_owner;
 CREATE VIEW bench.orders_case WITH (security_barrier) AS
@@ -40,20 +42,28 @@ CREATE VIEW bench.orders_case WITH (security_barrier) AS
   WHERE CASE WHEN pg_catalog.pg_has_role(CURRENT_USER, 'pgtrade_admin', 'USAGE') THEN true
              ELSE o.account_id = (SELECT api.request_account_id()) END;
 ALTER VIEW bench.orders_case OWNER TO pgtrade_owner;
+CREATE VIEW bench.orders_set WITH (security_barrier) AS
+  SELECT o.* FROM trading.orders o WHERE o.account_id IN (SELECT unnest(api.request_accounts()));
+ALTER VIEW bench.orders_set OWNER TO pgtrade_owner;
 CREATE ROLE bench_api NOLOGIN;
 GRANT USAGE ON SCHEMA trading, api TO bench_api;
 GRANT SELECT ON trading.orders TO bench_api;
 GRANT EXECUTE ON FUNCTION api.request_accounts(), api.request_account_id(text) TO bench_api;
 ALTER TABLE trading.orders ENABLE ROW LEVEL SECURITY;
 CREATE POLICY bench_visible ON trading.orders FOR SELECT TO bench_api
-  USING (account_id IN (SELECT api.request_accounts()));
+  USING (account_id = ANY ((SELECT api.request_accounts())::bigint[]));
 CREATE VIEW bench.orders_rls AS SELECT o.* FROM trading.orders o;
 ALTER VIEW bench.orders_rls OWNER TO bench_api;
 GRANT USAGE ON SCHEMA bench TO trader, pgtrade_admin;
-GRANT SELECT ON bench.orders_case, bench.orders_rls TO trader, pgtrade_admin;
+GRANT SELECT ON bench.orders_case, bench.orders_rls, bench.orders_set TO trader, pgtrade_admin;
 """
 
-VIEWS = {"function": "api.orders", "case": "bench.orders_case", "rls": "bench.orders_rls"}
+VIEWS = {
+    "function": "api.orders",
+    "case": "bench.orders_case",
+    "rls": "bench.orders_rls",
+    "set": "bench.orders_set",
+}
 SHAPES = {
     # GET /orders?order=id.desc&limit=100 (a trader's order blotter)
     "trader: newest 100": ("trader", "SELECT * FROM {v} ORDER BY id DESC LIMIT 100"),
@@ -68,7 +78,7 @@ def timed(conn: psycopg.Connection, role: str, query: str, account: str, runs: i
     for _ in range(runs):
         t = time.perf_counter()
         with conn.transaction():
-            conn.execute(f"SET LOCAL ROLE {role}")  # role is one of two literals above
+            conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role)))
             conn.execute(
                 "SELECT set_config('request.jwt.claims', %s, true)", (json.dumps({"role": role, "account": account}),)
             )
@@ -86,7 +96,9 @@ def main() -> int:
     print("machine:", machine())
     with scratch_database(BENCH_DB) as url, psycopg.connect(url, autocommit=True) as conn:
         t = time.perf_counter()
-        conn.execute(SETUP, {"accounts": args.accounts, "per": args.orders_per_account}, prepare=False)
+        conn.execute(
+            sql.SQL(SETUP).format(accounts=sql.Literal(args.accounts), per=sql.Literal(args.orders_per_account))
+        )
         total = conn.execute("SELECT count(*) FROM trading.orders").fetchone()[0]
         print(f"setup: {args.accounts} accounts, {total} orders in {time.perf_counter() - t:.1f} s")
         try:

@@ -19,7 +19,7 @@ LEFT JOIN LATERAL (SELECT sum(x.market_value) AS mv, sum(x.unrealized_pnl) AS up
 LEFT JOIN LATERAL (SELECT ps.total_value FROM trading.portfolio_snapshots ps
                    WHERE ps.account_id = a.id AND ps.ts < date_trunc('day', c.now, 'UTC')
                    ORDER BY ps.ts DESC LIMIT 1) s ON true
-WHERE a.id IN (SELECT api.request_accounts());  -- the visibility rule (010)
+WHERE a.id = ANY ((SELECT api.request_accounts())::bigint[]);  -- the visibility rule (010)
 GRANT SELECT ON api.portfolio TO trader, pgtrade_admin;
 COMMENT ON VIEW api.portfolio IS
   'One row per account: cash, market value of open positions (at their mark prices), total, realized P&L (gross of commission), unrealized P&L, commissions, and the change since the start of the current UTC day of the account clock. Identity: total_value = initial_cash + realized_pnl + unrealized_pnl - commissions. A trader sees its own account.';

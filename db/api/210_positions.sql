@@ -3,7 +3,7 @@ SELECT x.account_id, a.name AS account, x.symbol, x.qty, x.avg_price, x.cost_bas
        x.market_value, x.unrealized_pnl, x.realized_pnl, x.commissions, x.opened_at, x.updated_at, x.closed_at
 FROM trading.positions x
 JOIN trading.accounts a ON a.id = x.account_id
-WHERE x.account_id IN (SELECT api.request_accounts());  -- the visibility rule (010)
+WHERE x.account_id = ANY ((SELECT api.request_accounts())::bigint[]);  -- the visibility rule (010)
 GRANT SELECT ON api.positions TO trader, pgtrade_admin;
 COMMENT ON VIEW api.positions IS
   'Positions per account and symbol (average-cost method). Closed positions (qty 0) keep their realized P&L: filter open ones with ?qty=neq.0. A trader sees its own account.';

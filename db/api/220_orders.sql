@@ -5,7 +5,7 @@ SELECT o.id, o.account_id, a.name AS account, o.client_order_id, o.symbol, o.sid
        o.accepted_at, o.expires_at, o.created_at, o.updated_at, o.closed_at
 FROM trading.orders o
 JOIN trading.accounts a ON a.id = o.account_id
-WHERE o.account_id IN (SELECT api.request_accounts());  -- the visibility rule (010)
+WHERE o.account_id = ANY ((SELECT api.request_accounts())::bigint[]);  -- the visibility rule (010)
 GRANT SELECT ON api.orders TO trader, pgtrade_admin;
 COMMENT ON VIEW api.orders IS
   'Every order, rejected ones included (status rejected with reject_code and reject_reason, docs/errors.md). Open orders: ?status=in.(accepted,partially_filled). A trader sees its own account.';
