@@ -214,8 +214,6 @@ def load_sample_cmd(symbols: str | None, as_json: bool) -> None:
     """Load the real history bundled in data/ (see data/SOURCES.md)."""
     from loaders.sample import load_sample, manifest
 
-    from .ingest import refresh_rollups
-
     chosen = [s.strip().upper() for s in symbols.split(",")] if symbols else None
     series = [s for s in manifest() if not chosen or s.symbol in chosen]
     with connect() as conn:
@@ -226,8 +224,6 @@ def load_sample_cmd(symbols: str | None, as_json: bool) -> None:
                 symbols=chosen,
                 progress=lambda s, part: progress.update(task, advance=s.rows, description=s.symbol),
             )
-        if report.minute_span:
-            refresh_rollups(conn, *report.minute_span)
     print_report(report, "sample data loaded", as_json)
 
 
@@ -257,7 +253,7 @@ def load_csv_cmd(
     """Load an OHLCV CSV file (plain or .gz; common header spellings and date formats)."""
     from loaders.csv_loader import read_csv
 
-    from .ingest import ingest, refresh_rollups
+    from .ingest import ingest
 
     with connect() as conn:
         conn.execute("SELECT market.interval_step(%s)", (interval,))  # one clear error for an unknown interval
@@ -273,8 +269,6 @@ def load_csv_cmd(
                 workers=2,
                 on_batch=lambda n: progress.update(task, advance=n),
             )
-        if report.minute_span:
-            refresh_rollups(conn, *report.minute_span)
     print_report(report, f"{path} loaded", as_json)
 
 

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from itertools import islice
 
@@ -157,6 +157,7 @@ def ingest(
     batch_size: int = 100_000,
     workers: int = 1,
     on_batch: Callable[[int], None] | None = None,
+    refresh: bool = True,
 ) -> IngestReport:
     """Send bars through the ingest path, one transaction per batch; returns per-symbol counts.
 
@@ -165,6 +166,10 @@ def ingest(
     over that many connections: while the server validates and writes one batch, the next one is converted and
     COPYed on another connection (``conn`` must then have nothing uncommitted that the batches depend on).
     ``on_batch(n)`` is called after each committed batch of n items (progress display).
+
+    After the last batch, the continuous aggregates are refreshed over the 1-minute bars the load sent
+    (``refresh_rollups``), so a backfill older than the refresh policies' windows shows in 5m/1h/1d at once; with
+    ``refresh=False`` (or when ``conn`` is inside a transaction of the caller's) that is left to the caller.
     """
     options = {"source": source, "auto_register": auto_register, "asset_class": asset_class}
     batches = _batches(items, batch_size)
@@ -174,7 +179,14 @@ def ingest(
             report.merge(ingest_batch(conn, batch, **options))
             if on_batch:
                 on_batch(len(batch))
-        return report
+    else:
+        _pipelined(conn, batches, report, options, workers, on_batch)
+    if refresh and report.minute_span:
+        refresh_rollups(conn, *report.minute_span)
+    return report
+
+
+def _pipelined(conn, batches, report, options, workers, on_batch) -> None:
     lock = threading.Lock()
 
     def drain(c: psycopg.Connection) -> IngestReport:
@@ -197,7 +209,6 @@ def ingest(
     finally:
         for c in extra:
             c.close()
-    return report
 
 
 def ingest_batch(
@@ -224,17 +235,23 @@ def ingest_batch(
     return report
 
 
-def refresh_rollups(conn: psycopg.Connection, start: datetime, end: datetime) -> None:
-    """Materialize the continuous aggregates over [start, end) now, e.g. after a 1-minute backfill older than
-    their policies' windows. ``refresh_continuous_aggregate`` refuses a transaction block, so this uses a short
-    autocommit session. The range is widened to whole days so every rollup's buckets are complete."""
-    lo = start.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    hi = end.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
-    with psycopg.connect(conn.info.dsn, password=conn.info.password, autocommit=True) as ac:
-        for view in ("market.bars_5m", "market.bars_1h", "market.bars_1d"):
-            ac.execute(
-                "CALL refresh_continuous_aggregate(%s::regclass, %s::timestamptz, %s::timestamptz)", (view, lo, hi)
-            )
+def refresh_rollups(conn: psycopg.Connection, start: datetime, end: datetime) -> bool:
+    """Bring the continuous aggregates up to date over the 1-minute bars stamped [start, end] (``CALL
+    market.refresh_rollups``: each aggregate in one batch over exactly the buckets the range touches).
+
+    ``refresh_continuous_aggregate`` refuses a transaction block, so this needs ``conn`` idle: it runs in
+    autocommit on that same connection and restores its mode. When ``conn`` is inside a transaction the caller
+    owns, the bars are not committed yet and nothing can be refreshed: returns False (the policies, or a later
+    call after the commit, bring the rollups up to date)."""
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        return False
+    was = conn.autocommit
+    conn.autocommit = True
+    try:
+        conn.execute("CALL market.refresh_rollups(%s, %s)", (start, end))
+    finally:
+        conn.autocommit = was
+    return True
 
 
 def _batches(items: Iterable, size: int) -> Iterator[list]:
