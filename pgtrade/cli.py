@@ -251,22 +251,22 @@ def load_csv_cmd(
     path: str, symbol: str | None, interval: str, tz: str, asset_class: str, auto_register: bool, as_json: bool
 ) -> None:
     """Load an OHLCV CSV file (plain or .gz; common header spellings and date formats)."""
-    from loaders.csv_loader import read_csv
-
-    from .ingest import ingest
+    from loaders.csv_loader import load_csv
 
     with connect() as conn:
         conn.execute("SELECT market.interval_step(%s)", (interval,))  # one clear error for an unknown interval
         conn.commit()
         with _progress(as_json) as progress:
             task = progress.add_task(os.path.basename(path), total=None)
-            report = ingest(
+            report = load_csv(
                 conn,
-                read_csv(path, symbol=symbol, interval=interval, tz=tz),
+                path,
+                symbol=symbol,
+                interval=interval,
+                tz=tz,
                 source=f"csv:{os.path.basename(path)}",
                 auto_register=auto_register,
                 asset_class=asset_class,
-                workers=2,
                 on_batch=lambda n: progress.update(task, advance=n),
             )
     print_report(report, f"{path} loaded", as_json)

@@ -16,6 +16,7 @@ from decimal import Decimal
 from itertools import islice
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 Number = Decimal | float | int | str
 
@@ -63,7 +64,8 @@ class IngestReport:
     """What a load did, per symbol (``None`` keys rows with no usable symbol)."""
 
     per_symbol: dict[str | None, SymbolCounts] = field(default_factory=dict)
-    #: first and last ts of the 1-minute bars sent (what the rollups must be refreshed over), or None
+    #: first and last ts of the 1-minute bars sent (what the rollups must be refreshed over; from
+    #: ``market.staged_rollup_span``), or None
     minute_span: tuple[datetime, datetime] | None = None
 
     def merge(self, other: IngestReport) -> None:
@@ -172,43 +174,149 @@ def ingest(
     ``refresh=False`` (or when ``conn`` is inside a transaction of the caller's) that is left to the caller.
     """
     options = {"source": source, "auto_register": auto_register, "asset_class": asset_class}
-    batches = _batches(items, batch_size)
+    return _run(
+        conn,
+        _batches(items, batch_size),
+        lambda c, batch: (ingest_batch(c, batch, **options), len(batch)),
+        workers=workers,
+        on_batch=on_batch,
+        refresh=refresh,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CsvBatch:
+    """Consecutive lines of a CSV file as raw bytes (never split into rows in Python)."""
+
+    first_line: int  # file line number of the first line (the header is line 1)
+    chunks: list[bytes]
+    lines: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class CsvLayout:
+    """How to read the lines of one CSV file: field positions (0-based) from its header, and its conventions."""
+
+    columns: dict[str, int]
+    interval: str
+    symbol: str | None = None
+    tz: str = "UTC"
+    delimiter: str = ","
+
+
+# One text column per line: a delimiter and a quote character that never occur in text keep every line whole
+# (market.ingest_csv splits it), byte for byte, for the rejects' raw text.
+_CSV_COPY = "COPY pg_temp.csv_staging (line) FROM STDIN (FORMAT csv, DELIMITER E'\\x1f', QUOTE E'\\x1e')"
+
+
+def ingest_csv(
+    conn: psycopg.Connection,
+    batches: Iterable[CsvBatch],
+    layout: CsvLayout,
+    *,
+    source: str,
+    auto_register: bool = False,
+    asset_class: str = "stock",
+    workers: int = 2,
+    on_batch: Callable[[int], None] | None = None,
+    refresh: bool = True,
+) -> IngestReport:
+    """Send CSV lines through the ingest path as bytes: each batch is COPYed into ``pg_temp.csv_staging`` and
+    ``market.ingest_csv`` types, validates and writes it in SQL (one transaction per batch; unparseable lines become
+    rejects with their line number and raw text). Batches, workers, progress and the rollup refresh as ``ingest``."""
+    return _run(
+        conn,
+        iter(batches),
+        lambda c, batch: (
+            ingest_csv_batch(c, batch, layout, source=source, auto_register=auto_register, asset_class=asset_class),
+            batch.lines,
+        ),
+        workers=workers,
+        on_batch=on_batch,
+        refresh=refresh,
+    )
+
+
+def ingest_csv_batch(
+    conn: psycopg.Connection,
+    batch: CsvBatch,
+    layout: CsvLayout,
+    *,
+    source: str,
+    auto_register: bool = False,
+    asset_class: str = "stock",
+) -> IngestReport:
     report = IngestReport()
-    if workers <= 1:
-        for batch in batches:
-            report.merge(ingest_batch(conn, batch, **options))
-            if on_batch:
-                on_batch(len(batch))
-    else:
-        _pipelined(conn, batches, report, options, workers, on_batch)
-    if refresh and report.minute_span:
-        refresh_rollups(conn, *report.minute_span)
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute("SELECT market.csv_begin()")
+        with cur.copy(_CSV_COPY) as copy:
+            for chunk in batch.chunks:
+                copy.write(chunk)
+        cur.execute(
+            "SELECT * FROM market.ingest_csv(%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                source,
+                layout.interval,
+                Jsonb(layout.columns),
+                layout.symbol,
+                layout.tz,
+                layout.delimiter,
+                batch.first_line,
+                auto_register,
+                asset_class,
+            ),
+        )
+        for symbol, ins, upd, unch, rej, lo, hi in cur.fetchall():
+            report.per_symbol[symbol] = SymbolCounts(inserted=ins, updated=upd, unchanged=unch, rejected=rej)
+            if lo is not None:
+                report.merge(IngestReport(minute_span=(lo, hi)))
     return report
 
 
-def _pipelined(conn, batches, report, options, workers, on_batch) -> None:
-    lock = threading.Lock()
-
-    def drain(c: psycopg.Connection) -> IngestReport:
-        part = IngestReport()
-        while True:
-            with lock:
-                batch = next(batches, None)
-            if batch is None:
-                return part
-            part.merge(ingest_batch(c, batch, **options))
+def _run(
+    conn: psycopg.Connection,
+    batches: Iterator,
+    send: Callable[[psycopg.Connection, object], tuple[IngestReport, int]],
+    *,
+    workers: int,
+    on_batch: Callable[[int], None] | None,
+    refresh: bool,
+) -> IngestReport:
+    """Send each batch in a transaction of its own, over ``workers`` connections, then refresh the rollups."""
+    report = IngestReport()
+    if workers <= 1:
+        for batch in batches:
+            part, n = send(conn, batch)
+            report.merge(part)
             if on_batch:
-                with lock:
-                    on_batch(len(batch))
+                on_batch(n)
+    else:
+        lock = threading.Lock()
 
-    extra = [psycopg.connect(conn.info.dsn, password=conn.info.password) for _ in range(workers - 1)]
-    try:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for future in [pool.submit(drain, c) for c in (conn, *extra)]:
-                report.merge(future.result())
-    finally:
-        for c in extra:
-            c.close()
+        def drain(c: psycopg.Connection) -> IngestReport:
+            mine = IngestReport()
+            while True:
+                with lock:
+                    batch = next(batches, None)
+                if batch is None:
+                    return mine
+                part, n = send(c, batch)
+                mine.merge(part)
+                if on_batch:
+                    with lock:
+                        on_batch(n)
+
+        extra = [psycopg.connect(conn.info.dsn, password=conn.info.password) for _ in range(workers - 1)]
+        try:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                for future in [pool.submit(drain, c) for c in (conn, *extra)]:
+                    report.merge(future.result())
+        finally:
+            for c in extra:
+                c.close()
+    if refresh and report.minute_span:
+        refresh_rollups(conn, *report.minute_span)
+    return report
 
 
 def ingest_batch(
@@ -220,15 +328,15 @@ def ingest_batch(
     asset_class: str = "stock",
 ) -> IngestReport:
     report = IngestReport()
-    minutes = [item.ts for item in batch if isinstance(item, Bar) and item.interval == "1m" and item.ts.tzinfo]
-    if minutes:
-        report.minute_span = (min(minutes), max(minutes))
     with conn.transaction(), conn.cursor() as cur:
         cur.execute("SELECT market.ingest_begin()")
         with cur.copy(_COPY) as copy:
             copy.set_types(_TYPES)
             for item in batch:
                 copy.write_row(_row(item))
+        lo, hi = cur.execute("SELECT * FROM market.staged_rollup_span()").fetchone()
+        if lo is not None:
+            report.minute_span = (lo, hi)
         cur.execute("SELECT * FROM market.ingest_staged(%s, %s, %s)", (source, auto_register, asset_class))
         for symbol, ins, upd, unch, rej in cur.fetchall():
             report.per_symbol[symbol] = SymbolCounts(inserted=ins, updated=upd, unchanged=unch, rejected=rej)
