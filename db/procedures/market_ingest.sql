@@ -79,9 +79,19 @@ BEGIN
   END IF;
 
   IF ingest_staged.auto_register THEN
-    INSERT INTO market.instruments AS i (symbol, asset_class, auto_registered)
-    SELECT DISTINCT upper(btrim(s.symbol)), ingest_staged.asset_class, true
+    IF NOT EXISTS (SELECT 1 FROM market.asset_classes a WHERE a.asset_class = ingest_staged.asset_class) THEN
+      RAISE EXCEPTION 'unknown asset class %', coalesce(quote_literal(ingest_staged.asset_class), 'NULL')
+        USING ERRCODE = '22023',
+              HINT = 'use one of: ' || (SELECT string_agg(a.asset_class, ', ' ORDER BY a.asset_class)
+                                        FROM market.asset_classes a);
+    END IF;
+    -- a new symbol gets its class's session and quantity step, as any other registration does
+    INSERT INTO market.instruments AS i (symbol, asset_class, auto_registered, session_tz, session_open,
+                                         session_close, trades_weekends, qty_step)
+    SELECT DISTINCT upper(btrim(s.symbol)), a.asset_class, true, a.session_tz, a.session_open, a.session_close,
+           a.trades_weekends, a.qty_step
     FROM pg_temp.bars_staging s
+    JOIN market.asset_classes a ON a.asset_class = ingest_staged.asset_class
     WHERE s.problem IS NULL AND market.is_valid_symbol(upper(btrim(s.symbol)))
     ON CONFLICT ON CONSTRAINT instruments_pkey DO NOTHING;
   END IF;
