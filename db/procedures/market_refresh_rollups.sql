@@ -41,12 +41,20 @@ COMMENT ON PROCEDURE market.refresh_rollups IS
   'Materialize the continuous aggregates (bars_5m, bars_1h, bars_1d, in that order) over the buckets that [from_ts, to_ts] touches, each in one batch, leaving the still-forming bucket to real-time aggregation. Runs outside a transaction block only (CALL in autocommit).';
 
 -- The span the rollups must be refreshed over after a load: first and last ts of the valid 1-minute bars staged in
--- this session (the continuous aggregates are built from interval '1m' alone, see db/schema/0003). NULLs when
+-- this session (the continuous aggregates are built from market.rollup_interval() alone). NULLs when
 -- none. The ingest path reads it before market.ingest_staged() (which empties the staging table).
+CREATE OR REPLACE FUNCTION market.rollup_interval()
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT '1m'::text $$;
+COMMENT ON FUNCTION market.rollup_interval IS
+  'The interval the continuous aggregates are built from (db/schema/0003): loads of it need market.refresh_rollups.';
+
 CREATE OR REPLACE FUNCTION market.staged_rollup_span(OUT first_ts timestamptz, OUT last_ts timestamptz)
 LANGUAGE sql STABLE
 AS $$
-  SELECT min(s.ts), max(s.ts) FROM pg_temp.bars_staging s WHERE s.interval = '1m' AND s.problem IS NULL
+  SELECT min(s.ts), max(s.ts) FROM pg_temp.bars_staging s
+  WHERE s.interval = market.rollup_interval() AND s.problem IS NULL
 $$;
 COMMENT ON FUNCTION market.staged_rollup_span IS
   'First and last ts of the valid-looking 1-minute bars staged in this session (what market.refresh_rollups must cover after the load); NULLs when none.';
