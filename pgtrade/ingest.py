@@ -67,8 +67,12 @@ class IngestReport:
     #: first and last ts of the 1-minute bars sent (what the rollups must be refreshed over; from
     #: ``market.staged_rollup_span``), or None
     minute_span: tuple[datetime, datetime] | None = None
+    #: some of those bars were COPYed straight into market.bars, which logs no invalidation for the rollups: their
+    #: refresh must be forced (``refresh_rollups(force=True)``)
+    needs_forced_refresh: bool = False
 
     def merge(self, other: IngestReport) -> None:
+        self.needs_forced_refresh = self.needs_forced_refresh or other.needs_forced_refresh
         for sym, counts in other.per_symbol.items():
             self.per_symbol.setdefault(sym, SymbolCounts()).add(counts)
         if other.minute_span:
@@ -173,7 +177,9 @@ def ingest(
     (``refresh_rollups``), so a backfill older than the refresh policies' windows shows in 5m/1h/1d at once; with
     ``refresh=False`` (or when ``conn`` is inside a transaction of the caller's) that is left to the caller.
     """
-    options = {"source": source, "auto_register": auto_register, "asset_class": asset_class}
+    # New bars may be COPYed straight into market.bars only when the forced refresh they need will run here.
+    direct = refresh and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    options = {"source": source, "auto_register": auto_register, "asset_class": asset_class, "direct": direct}
     return _run(
         conn,
         _batches(items, batch_size),
@@ -315,7 +321,7 @@ def _run(
             for c in extra:
                 c.close()
     if refresh and report.minute_span:
-        refresh_rollups(conn, *report.minute_span)
+        refresh_rollups(conn, *report.minute_span, force=report.needs_forced_refresh)
     return report
 
 
@@ -326,14 +332,29 @@ def ingest_batch(
     source: str,
     auto_register: bool = False,
     asset_class: str = "stock",
+    direct: bool = False,
 ) -> IngestReport:
+    """One batch in one transaction (a savepoint inside a transaction of the caller's).
+
+    With ``direct``, well-formed new bars (every item a Bar with a normalized symbol, an aware ts and numbers, none
+    stored yet) are COPYed straight into ``market.bars``, which checks them with every rule of the ingest path (the
+    statement trigger ``market.tg_bars__validate``): new history then costs about what a raw COPY does. TimescaleDB
+    logs no rollup invalidation for a COPY, so the caller must then refresh the rollups over the batch with
+    ``force`` (the report says so; ``ingest`` does it). Anything else, or a batch any bar of which that check
+    refuses, takes the staging path (``market.ingest_staged``: rejects recorded with their reason, corrections and
+    duplicates upserted), with the same result as always."""
+    rows = [_row(item) for item in batch]
+    if direct and _well_formed(batch, rows):
+        report = _direct(conn, rows, source)
+        if report is not None:
+            return report
     report = IngestReport()
     with conn.transaction(), conn.cursor() as cur:
         cur.execute("SELECT market.ingest_begin()")
         with cur.copy(_COPY) as copy:
             copy.set_types(_TYPES)
-            for item in batch:
-                copy.write_row(_row(item))
+            for row in rows:
+                copy.write_row(row)
         lo, hi = cur.execute("SELECT * FROM market.staged_rollup_span()").fetchone()
         if lo is not None:
             report.minute_span = (lo, hi)
@@ -343,7 +364,68 @@ def ingest_batch(
     return report
 
 
-def refresh_rollups(conn: psycopg.Connection, start: datetime, end: datetime) -> bool:
+_DIRECT = "COPY market.bars (symbol, interval, ts, open, high, low, close, volume, source) FROM STDIN (FORMAT BINARY)"
+_DIRECT_TYPES = ["text", "text", "timestamptz", "numeric", "numeric", "numeric", "numeric", "numeric", "text"]
+# Whether any series of the batch already has a bar in the batch's range (then some bars may be corrections or
+# repeats: the staging path's upsert handles them). One short index probe per series.
+_STORED = """SELECT EXISTS (
+  SELECT 1 FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::timestamptz[]) r(symbol, interval, lo, hi)
+  WHERE EXISTS (SELECT 1 FROM market.bars b
+                WHERE b.symbol = r.symbol AND b.interval = r.interval AND b.ts BETWEEN r.lo AND r.hi))"""
+
+
+def _well_formed(batch: list[Bar | Unparsed], rows: list[tuple]) -> bool:
+    return bool(rows) and all(
+        row[9] is None
+        and isinstance(item, Bar)
+        and isinstance(row[0], str)
+        and row[0] == row[0].strip().upper()
+        and isinstance(row[1], str)
+        for item, row in zip(batch, rows, strict=True)
+    )
+
+
+def _direct(conn: psycopg.Connection, rows: list[tuple], source: str) -> IngestReport | None:
+    """COPY new, well-formed bars straight into market.bars; None when the staging path must take the batch."""
+    series: dict[tuple[str, str], list] = {}
+    counts: dict[str, int] = {}
+    for symbol, interval, ts, *_ in rows:
+        span = series.get((symbol, interval))
+        if span is None:
+            series[(symbol, interval)] = [ts, ts]
+        elif ts < span[0]:
+            span[0] = ts
+        elif ts > span[1]:
+            span[1] = ts
+        counts[symbol] = counts.get(symbol, 0) + 1
+    if len(rows) != len({(r[0], r[1], r[2]) for r in rows}):
+        return None  # the same bar twice: the staging path keeps the later one and records the earlier
+    keys = list(series)
+    probe = ([k[0] for k in keys], [k[1] for k in keys], [series[k][0] for k in keys], [series[k][1] for k in keys])
+    try:
+        with conn.transaction(), conn.cursor() as cur:
+            rollup = cur.execute("SELECT market.rollup_interval()").fetchone()[0]
+            if cur.execute(_STORED, probe).fetchone()[0]:
+                raise _Staging
+            with cur.copy(_DIRECT) as copy:
+                copy.set_types(_DIRECT_TYPES)
+                for row in rows:
+                    copy.write_row((*row[:8], source))
+    except (_Staging, psycopg.errors.CheckViolation, psycopg.errors.UniqueViolation):
+        return None  # nothing of the attempt is kept (its transaction or savepoint rolled back)
+    report = IngestReport(per_symbol={sym: SymbolCounts(inserted=n) for sym, n in counts.items()})
+    minutes = [span for (_, interval), span in series.items() if interval == rollup]
+    if minutes:
+        report.minute_span = (min(s[0] for s in minutes), max(s[1] for s in minutes))
+        report.needs_forced_refresh = True
+    return report
+
+
+class _Staging(Exception):
+    """The batch needs the staging path (raised inside the attempt's transaction to roll it back)."""
+
+
+def refresh_rollups(conn: psycopg.Connection, start: datetime, end: datetime, *, force: bool = False) -> bool:
     """Bring the continuous aggregates up to date over the 1-minute bars stamped [start, end] (``CALL
     market.refresh_rollups``: each aggregate in one batch over exactly the buckets the range touches).
 
@@ -356,7 +438,7 @@ def refresh_rollups(conn: psycopg.Connection, start: datetime, end: datetime) ->
     was = conn.autocommit
     conn.autocommit = True
     try:
-        conn.execute("CALL market.refresh_rollups(%s, %s)", (start, end))
+        conn.execute("CALL market.refresh_rollups(%s, %s, %s)", (start, end, force))
     finally:
         conn.autocommit = was
     return True

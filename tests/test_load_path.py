@@ -41,20 +41,53 @@ def test_a_minute_backfill_is_materialized_in_every_rollup_by_the_ingest_path(db
     with psycopg.connect(db_url) as conn:
         conn.execute("SELECT market.upsert_instrument(%s::text, 'rollup test'::text)", (unique_symbol,))
         conn.commit()
+        # a later bar first, refreshed: every aggregate's invalidation threshold is then past the backfill below,
+        # which therefore needs the invalidation (or, after a direct COPY, the forced refresh) to show
+        later = ingest(conn, minute_bars(unique_symbol, DAY + timedelta(days=400, hours=15), 1), source="test:later")
+        assert later.total.inserted == 1
         # 14:32 .. 16:11 on one day and 14:30 .. 14:39 the next: partial first/last buckets on every level
         bars = minute_bars(unique_symbol, DAY + timedelta(hours=14, minutes=32), 100)
         bars += minute_bars(unique_symbol, DAY + timedelta(days=1, hours=14, minutes=30), 10)
         report = ingest(conn, bars, source="test:rollup-refresh", workers=2)
         assert report.total.inserted == 110
-        five = materialized(conn, "bars_5m", unique_symbol)
-        hours = materialized(conn, "bars_1h", unique_symbol)
-        days = materialized(conn, "bars_1d", unique_symbol)
+        cut = DAY + timedelta(days=2)
+        five = [r for r in materialized(conn, "bars_5m", unique_symbol) if r[0] < cut]
+        hours = [r for r in materialized(conn, "bars_1h", unique_symbol) if r[0] < cut]
+        days = [r for r in materialized(conn, "bars_1d", unique_symbol) if r[0] < cut]
     assert sum(n for _, n in five) == sum(n for _, n in hours) == sum(n for _, n in days) == 110
     assert five[0][0] == DAY + timedelta(hours=14, minutes=30) and len(five) == 21 + 2
     assert [ts for ts, _ in hours] == [DAY + timedelta(hours=h) for h in (14, 15, 16)] + [
         DAY + timedelta(days=1, hours=14)
     ]
     assert days == [(DAY, 100), (DAY + timedelta(days=1), 10)]
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        ({"h": "8"}, "high is below open, close or low"),
+        ({"ts": datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(hours=2)}, "timestamp is in the future"),
+        ({"symbol": "NOSUCHSYMBOL1"}, "unknown symbol"),
+    ],
+)
+def test_a_committed_batch_with_one_bad_bar_keeps_the_rest_and_records_the_reject(db_url, unique_symbol, bad, reason):
+    """New bars are COPYed straight into market.bars when the whole batch passes its check; one bad bar sends the
+    batch through the staging path, which keeps the others and records the bad one with its reason."""
+    with psycopg.connect(db_url) as conn:
+        conn.execute("SELECT market.upsert_instrument(%s::text, 'direct test'::text)", (unique_symbol,))
+        conn.commit()
+        bars = minute_bars(unique_symbol, DAY + timedelta(days=30, hours=14, minutes=30), 20)
+        fields = {"symbol": unique_symbol, "ts": DAY + timedelta(days=31, hours=15), "h": "11"} | bad
+        bars.append(Bar(fields["symbol"], "1m", fields["ts"], "10", fields["h"], "9", "10.5", "1"))
+        report = ingest(conn, bars, source=f"test:{unique_symbol}")
+        assert (report.total.inserted, report.total.rejected) == (20, 1)
+        assert conn.execute(
+            "SELECT reason FROM market.rejected_bars WHERE source = %s", (f"test:{unique_symbol}",)
+        ).fetchall() == [(reason,)]
+        conn.commit()
+        clean = ingest(conn, minute_bars(unique_symbol, DAY + timedelta(days=32, hours=14), 30), source="test:clean")
+        assert clean.needs_forced_refresh and clean.total.inserted == 30  # the direct COPY, refreshed by force
+        assert sum(n for ts, n in materialized(conn, "bars_1d", unique_symbol) if ts >= DAY + timedelta(days=32)) == 30
 
 
 def test_inside_a_callers_transaction_the_refresh_is_left_to_the_caller(db, unique_symbol):
