@@ -1,10 +1,11 @@
--- Session defaults per asset class, in one place. The sample loader, the SQL auto-registration
+-- Session defaults per asset class, in one place. (Written to run again harmlessly: a test on main that rebuilds a
+-- database's state from before 0011 removes every later version from the ledger and migrates again.) The sample loader, the SQL auto-registration
 -- (market.ingest_staged(..., auto_register => true, asset_class => ...)) and market.upsert_instrument all take an
 -- instrument's session and quantity step from here unless told otherwise. Before this, an auto-registered stock got
 -- a 24-hour UTC session while the sample loader gave stocks New York hours, so gap detection (market.missing_bars)
 -- and day-order expiry (market.session_end) depended on which loader first saw the symbol.
 
-CREATE TABLE market.asset_classes (
+CREATE TABLE IF NOT EXISTS market.asset_classes (
   asset_class     text PRIMARY KEY,
   session_tz      text NOT NULL,
   session_open    time,
@@ -25,13 +26,14 @@ INSERT INTO market.asset_classes (asset_class, session_tz, session_open, session
   ('etf',    'America/New_York', '09:30', '16:00', false, 1, 'US exchange-traded funds: regular session 09:30-16:00 New York time, weekdays'),
   ('index',  'America/New_York', '09:30', '16:00', false, 1, 'US equity indexes: computed during the 09:30-16:00 New York session, weekdays'),
   ('fx',     'America/New_York', NULL, NULL, false, 0.01, 'Foreign exchange: 24x5, Sunday 17:00 to Friday 17:00 New York time'),
-  ('crypto', 'UTC', NULL, NULL, true, 0.00000001, 'Crypto assets: 24x7');
+  ('crypto', 'UTC', NULL, NULL, true, 0.00000001, 'Crypto assets: 24x7')
+ON CONFLICT (asset_class) DO NOTHING;
 
 -- The instruments' asset class is now a reference to this table (it was a CHECK with the same five names).
-ALTER TABLE market.instruments DROP CONSTRAINT instruments_asset_class;
+ALTER TABLE market.instruments DROP CONSTRAINT IF EXISTS instruments_asset_class;
 ALTER TABLE market.instruments ADD CONSTRAINT instruments_asset_class
   FOREIGN KEY (asset_class) REFERENCES market.asset_classes (asset_class);
-CREATE INDEX instruments_asset_class ON market.instruments (asset_class);
+CREATE INDEX IF NOT EXISTS instruments_asset_class ON market.instruments (asset_class);
 
 -- Instruments registered by a data load got the table's defaults (24 hours UTC, weekdays, step 1): give them
 -- their class's session and step, as a registration through any loader now does.
