@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -42,9 +43,10 @@ def scratch_database(name: str, *, keep: bool = False) -> Iterator[str]:
     """A fresh database ``name`` on the server of ``pgtrade db url`` / $PGTRADE_DATABASE_URL (a superuser URL),
     migrated from db/; dropped afterwards unless ``keep``. Yields its URL."""
     admin = database_url()
+    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(drop)
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     url = with_db(admin, name)
     try:
         with psycopg.connect(url, autocommit=True) as conn:
@@ -53,7 +55,7 @@ def scratch_database(name: str, *, keep: bool = False) -> Iterator[str]:
     finally:
         if not keep:
             with psycopg.connect(admin, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                conn.execute(drop)
 
 
 def pct(values: list[float], p: float) -> float:

@@ -11,13 +11,16 @@ import csv
 import gzip
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import psycopg
+
 from pgtrade.errors import PgtradeError
-from pgtrade.ingest import Bar, Unparsed
+from pgtrade.ingest import Bar, CsvBatch, CsvLayout, IngestReport, Unparsed, ingest_csv
 
 HEADER_ALIASES: dict[str, tuple[str, ...]] = {
     "ts": ("ts", "time", "timestamp", "date", "datetime", "date_time", "gmt time", "local time", "t"),
@@ -97,6 +100,107 @@ def daily_stamp(dt_utc: datetime, tz: ZoneInfo) -> datetime:
     return datetime(local.year, local.month, local.day, tzinfo=UTC)
 
 
+def _zone(tz: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise PgtradeError(f"unknown time zone {tz!r} (use an IANA name such as America/New_York)") from exc
+
+
+def load_csv(
+    conn: psycopg.Connection,
+    path: str | Path,
+    *,
+    symbol: str | None,
+    interval: str,
+    tz: str = "UTC",
+    source: str | None = None,
+    auto_register: bool = False,
+    asset_class: str = "stock",
+    batch_lines: int = 100_000,
+    workers: int = 2,
+    on_batch: Callable[[int], None] | None = None,
+    refresh: bool = True,
+) -> IngestReport:
+    """Load a CSV file (plain or .gz) through the ingest path as bytes: Python reads the header only (field
+    positions by alias, the delimiter); the lines go to the server unparsed, in batches of ``batch_lines``, where
+    ``market.ingest_csv`` types and validates them set-based (same formats as ``read_csv``; a line it cannot read
+    is a reject with its line number, reason and raw text). Rollups are refreshed at the end (see ``ingest``)."""
+    _zone(tz)
+    p = Path(path)
+    if not p.is_file():
+        raise PgtradeError(f"no such file: {p}")
+    opener = gzip.open if p.suffix == ".gz" else open
+    try:
+        with opener(p, "rb") as fh:
+            layout, rest = _layout(fh, symbol=symbol, interval=interval, tz=tz, name=p.name)
+            return ingest_csv(
+                conn,
+                _line_batches(rest, fh, batch_lines),
+                layout,
+                source=source or f"csv:{p.name}",
+                auto_register=auto_register,
+                asset_class=asset_class,
+                workers=workers,
+                on_batch=on_batch,
+                refresh=refresh,
+            )
+    except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as exc:
+        raise PgtradeError(f"{p}: not a readable text CSV ({exc})") from exc
+    except (psycopg.errors.CharacterNotInRepertoire, psycopg.errors.BadCopyFileFormat) as exc:
+        raise PgtradeError(f"{p}: not a readable text CSV ({exc.diag.message_primary})") from exc
+
+
+def _layout(fh: BinaryIO, *, symbol: str | None, interval: str, tz: str, name: str) -> tuple[CsvLayout, bytes]:
+    """Read the header (and sniff the delimiter) from the start of the file; returns the bytes after the header."""
+    head = fh.read(1 << 16)
+    end = head.find(b"\n")
+    header_line = (head if end < 0 else head[:end]).decode("utf-8-sig").rstrip("\r")
+    sample = head[:4096].decode("utf-8-sig", errors="replace")
+    try:
+        dialect = csv.Sniffer().sniff(sample, delimiters=",;\t|")
+    except csv.Error:
+        dialect = csv.excel
+    header = next(csv.reader([header_line], dialect), None)
+    if not header:
+        raise PgtradeError(f"{name}: empty file")
+    cols = map_header(header)
+    if symbol is None and "symbol" not in cols:
+        raise PgtradeError(f"{name}: no symbol column; pass --symbol")
+    layout = CsvLayout(
+        columns=cols,
+        interval=interval,
+        symbol=symbol.strip().upper() if symbol else None,
+        tz=tz,
+        delimiter=dialect.delimiter,
+    )
+    return layout, (b"" if end < 0 else head[end + 1 :])
+
+
+def _line_batches(first: bytes, fh: BinaryIO, batch_lines: int) -> Iterator[CsvBatch]:
+    """The file's remaining lines in batches of ``batch_lines``, as byte chunks (split only at line ends)."""
+    line_no, chunks, count, buf = 2, [], 0, first
+    while True:
+        if not buf:
+            buf = fh.read(1 << 20)
+            if not buf:
+                break
+        n = buf.count(b"\n")
+        if count + n < batch_lines:
+            chunks.append(buf)
+            count, buf = count + n, b""
+            continue
+        pos = -1
+        for _ in range(batch_lines - count):
+            pos = buf.index(b"\n", pos + 1)
+        chunks.append(buf[: pos + 1])
+        yield CsvBatch(first_line=line_no, chunks=chunks, lines=batch_lines)
+        line_no, chunks, count, buf = line_no + batch_lines, [], 0, buf[pos + 1 :]
+    if chunks:
+        unterminated = 0 if chunks[-1].endswith(b"\n") else 1
+        yield CsvBatch(first_line=line_no, chunks=chunks, lines=count + unterminated)
+
+
 def read_csv(
     path: str | Path,
     *,
@@ -104,11 +208,11 @@ def read_csv(
     interval: str,
     tz: str = "UTC",
 ) -> Iterator[Bar | Unparsed]:
-    """Yield the bars of a CSV (plain or .gz). ``symbol`` is required unless the file has a symbol column."""
-    try:
-        zone = ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise PgtradeError(f"unknown time zone {tz!r} (use an IANA name such as America/New_York)") from exc
+    """Yield the bars of a CSV (plain or .gz). ``symbol`` is required unless the file has a symbol column.
+
+    Each row becomes a Python object; ``load_csv`` loads a file without that (the lines go to the server as bytes).
+    """
+    zone = _zone(tz)
     p = Path(path)
     if not p.is_file():
         raise PgtradeError(f"no such file: {p}")

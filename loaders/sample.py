@@ -9,21 +9,11 @@ from pathlib import Path
 import psycopg
 
 from pgtrade.errors import PgtradeError
-from pgtrade.ingest import IngestReport, ingest
+from pgtrade.ingest import IngestReport
 
-from .csv_loader import read_csv
+from .csv_loader import load_csv
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
-
-# Session definitions per asset class: US equities and indexes trade 09:30-16:00 New York time; fx follows the
-# fx week (market.is_trading_time); crypto trades around the clock.
-_SESSIONS = {
-    "stock": ("America/New_York", "09:30", "16:00", False, 1),
-    "etf": ("America/New_York", "09:30", "16:00", False, 1),
-    "index": ("America/New_York", "09:30", "16:00", False, 1),
-    "fx": ("America/New_York", None, None, False, "0.01"),
-    "crypto": ("UTC", None, None, True, "0.00000001"),
-}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,11 +45,11 @@ def register_instrument(
     currency: str = "USD",
     exchange: str | None = None,
 ) -> None:
-    tz, open_, close, weekends, step = _SESSIONS[asset_class]
+    """Register (or update) an instrument; its session and quantity step are its asset class's
+    (``market.asset_classes``), exactly as an auto-registration by any loader gives them."""
     conn.execute(
-        "SELECT market.upsert_instrument(%s::text, %s::text, %s::text, %s::text, %s::text, %s::numeric, %s::text, "
-        "%s::time, %s::time, %s::boolean)",
-        (symbol, name, asset_class, currency, exchange, step, tz, open_, close, weekends),
+        "SELECT market.upsert_instrument(%s::text, %s::text, %s::text, %s::text, %s::text)",
+        (symbol, name, asset_class, currency, exchange),
     )
 
 
@@ -81,10 +71,8 @@ def load_sample(
                 currency=series.currency,
                 exchange=series.exchange,
             )
-        part = ingest(
-            conn,
-            read_csv(data_dir / series.file, symbol=series.symbol, interval=series.interval),
-            source=f"sample:{series.file}",
+        part = load_csv(
+            conn, data_dir / series.file, symbol=series.symbol, interval=series.interval, source=f"sample:{series.file}"
         )
         report.merge(part)
         if progress:

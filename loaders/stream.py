@@ -39,12 +39,12 @@ import psycopg
 
 from pgtrade.errors import PgtradeError
 from pgtrade.ingest import Bar, Unparsed, ingest_batch
+from pgtrade.intervals import interval_step
 
 from ._retry import NetworkUnreachable, RetryPolicy, retry_call
 from .synthetic import Calibration, SyntheticMarket, Tick, calibrate_from
 
 SOURCES = ("replay", "synthetic", "yfinance", "alpaca")
-_STEP = {"1m": 60, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "4h": 14400, "1d": 86400}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -358,8 +358,6 @@ def build(config: StreamConfig, *, url: str, fetch=None, on_connect=None) -> Str
         raise PgtradeError(f"unknown source {config.source!r}; use one of {', '.join(SOURCES)}")
     if config.speed <= 0:
         raise PgtradeError("--speed must be positive")
-    if config.interval not in _STEP:
-        raise PgtradeError(f"unknown interval {config.interval!r}")
     symbols = [s.strip().upper() for s in config.symbols if s.strip()]
     if not symbols:
         raise PgtradeError("no symbols given (--symbols A,B,...)")
@@ -369,6 +367,7 @@ def build(config: StreamConfig, *, url: str, fetch=None, on_connect=None) -> Str
     except psycopg.OperationalError as exc:
         raise PgtradeError(f"stream: cannot connect to the database: {str(exc).strip().splitlines()[-1]}") from None
     with setup:
+        step = interval_step(setup, config.interval).total_seconds()
         if config.source == "synthetic":
             if config.interval != "1m":
                 raise PgtradeError("the synthetic feed makes 1m bars (the rollups give the longer intervals)")
@@ -405,7 +404,6 @@ def build(config: StreamConfig, *, url: str, fetch=None, on_connect=None) -> Str
             return stream
     # live polling sources: --speed does not apply (the wall clock is the market's)
     config = replace(config, speed=1.0)
-    step = _STEP[config.interval]
     stream = Stream(config, url=url, source_name=config.source, auto_register=True, on_connect=on_connect)
     if config.source == "yfinance":
         from .yfinance_loader import fetch_bars as yf_bars

@@ -214,8 +214,6 @@ def load_sample_cmd(symbols: str | None, as_json: bool) -> None:
     """Load the real history bundled in data/ (see data/SOURCES.md)."""
     from loaders.sample import load_sample, manifest
 
-    from .ingest import refresh_rollups
-
     chosen = [s.strip().upper() for s in symbols.split(",")] if symbols else None
     series = [s for s in manifest() if not chosen or s.symbol in chosen]
     with connect() as conn:
@@ -226,8 +224,6 @@ def load_sample_cmd(symbols: str | None, as_json: bool) -> None:
                 symbols=chosen,
                 progress=lambda s, part: progress.update(task, advance=s.rows, description=s.symbol),
             )
-        if report.minute_span:
-            refresh_rollups(conn, *report.minute_span)
     print_report(report, "sample data loaded", as_json)
 
 
@@ -255,26 +251,24 @@ def load_csv_cmd(
     path: str, symbol: str | None, interval: str, tz: str, asset_class: str, auto_register: bool, as_json: bool
 ) -> None:
     """Load an OHLCV CSV file (plain or .gz; common header spellings and date formats)."""
-    from loaders.csv_loader import read_csv
-
-    from .ingest import ingest, refresh_rollups
+    from loaders.csv_loader import load_csv
 
     with connect() as conn:
         conn.execute("SELECT market.interval_step(%s)", (interval,))  # one clear error for an unknown interval
         conn.commit()
         with _progress(as_json) as progress:
             task = progress.add_task(os.path.basename(path), total=None)
-            report = ingest(
+            report = load_csv(
                 conn,
-                read_csv(path, symbol=symbol, interval=interval, tz=tz),
+                path,
+                symbol=symbol,
+                interval=interval,
+                tz=tz,
                 source=f"csv:{os.path.basename(path)}",
                 auto_register=auto_register,
                 asset_class=asset_class,
-                workers=2,
                 on_batch=lambda n: progress.update(task, advance=n),
             )
-        if report.minute_span:
-            refresh_rollups(conn, *report.minute_span)
     print_report(report, f"{path} loaded", as_json)
 
 

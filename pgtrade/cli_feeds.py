@@ -32,13 +32,6 @@ def _when(text: str | None, name: str) -> datetime | None:
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
-def _refresh(conn, report) -> None:
-    from .ingest import refresh_rollups
-
-    if report.minute_span:
-        refresh_rollups(conn, *report.minute_span)
-
-
 _COMMON = [
     click.option("--symbols", required=True, help="Comma-separated symbols, e.g. AAPL,MSFT."),
     click.option("--start", required=True, help="First day (YYYY-MM-DD) or ISO 8601 timestamp (naive = UTC)."),
@@ -84,7 +77,6 @@ def load_yfinance_cmd(symbols, start, end, asset_class, as_json, interval) -> No
             interval=interval,
             asset_class=asset_class,
         )
-        _refresh(conn, report)
     print_report(report, "yfinance bars loaded", as_json)
 
 
@@ -120,7 +112,6 @@ def load_alpaca_cmd(symbols, start, end, asset_class, as_json, interval, feed) -
             feed=feed,
             asset_class=asset_class,
         )
-        _refresh(conn, report)
     print_report(report, "alpaca bars loaded", as_json)
 
 

@@ -11,11 +11,12 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from itertools import islice
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 Number = Decimal | float | int | str
 
@@ -63,10 +64,15 @@ class IngestReport:
     """What a load did, per symbol (``None`` keys rows with no usable symbol)."""
 
     per_symbol: dict[str | None, SymbolCounts] = field(default_factory=dict)
-    #: first and last ts of the 1-minute bars sent (what the rollups must be refreshed over), or None
+    #: first and last ts of the 1-minute bars sent (what the rollups must be refreshed over; from
+    #: ``market.staged_rollup_span``), or None
     minute_span: tuple[datetime, datetime] | None = None
+    #: some of those bars were COPYed straight into market.bars, which logs no invalidation for the rollups: their
+    #: refresh must be forced (``refresh_rollups(force=True)``)
+    needs_forced_refresh: bool = False
 
     def merge(self, other: IngestReport) -> None:
+        self.needs_forced_refresh = self.needs_forced_refresh or other.needs_forced_refresh
         for sym, counts in other.per_symbol.items():
             self.per_symbol.setdefault(sym, SymbolCounts()).add(counts)
         if other.minute_span:
@@ -157,6 +163,7 @@ def ingest(
     batch_size: int = 100_000,
     workers: int = 1,
     on_batch: Callable[[int], None] | None = None,
+    refresh: bool = True,
 ) -> IngestReport:
     """Send bars through the ingest path, one transaction per batch; returns per-symbol counts.
 
@@ -165,38 +172,156 @@ def ingest(
     over that many connections: while the server validates and writes one batch, the next one is converted and
     COPYed on another connection (``conn`` must then have nothing uncommitted that the batches depend on).
     ``on_batch(n)`` is called after each committed batch of n items (progress display).
+
+    After the last batch, the continuous aggregates are refreshed over the 1-minute bars the load sent
+    (``refresh_rollups``), so a backfill older than the refresh policies' windows shows in 5m/1h/1d at once; with
+    ``refresh=False`` (or when ``conn`` is inside a transaction of the caller's) that is left to the caller.
     """
-    options = {"source": source, "auto_register": auto_register, "asset_class": asset_class}
-    batches = _batches(items, batch_size)
+    # New bars may be COPYed straight into market.bars only when the forced refresh they need will run here.
+    direct = refresh and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    options = {"source": source, "auto_register": auto_register, "asset_class": asset_class, "direct": direct}
+    return _run(
+        conn,
+        _batches(items, batch_size),
+        lambda c, batch: (ingest_batch(c, batch, **options), len(batch)),
+        workers=workers,
+        on_batch=on_batch,
+        refresh=refresh,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CsvBatch:
+    """Consecutive lines of a CSV file as raw bytes (never split into rows in Python)."""
+
+    first_line: int  # file line number of the first line (the header is line 1)
+    chunks: list[bytes]
+    lines: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class CsvLayout:
+    """How to read the lines of one CSV file: field positions (0-based) from its header, and its conventions."""
+
+    columns: dict[str, int]
+    interval: str
+    symbol: str | None = None
+    tz: str = "UTC"
+    delimiter: str = ","
+
+
+# One text column per line: a delimiter and a quote character that never occur in text keep every line whole
+# (market.ingest_csv splits it), byte for byte, for the rejects' raw text.
+_CSV_COPY = "COPY pg_temp.csv_staging (line) FROM STDIN (FORMAT csv, DELIMITER E'\\x1f', QUOTE E'\\x1e')"
+
+
+def ingest_csv(
+    conn: psycopg.Connection,
+    batches: Iterable[CsvBatch],
+    layout: CsvLayout,
+    *,
+    source: str,
+    auto_register: bool = False,
+    asset_class: str = "stock",
+    workers: int = 2,
+    on_batch: Callable[[int], None] | None = None,
+    refresh: bool = True,
+) -> IngestReport:
+    """Send CSV lines through the ingest path as bytes: each batch is COPYed into ``pg_temp.csv_staging`` and
+    ``market.ingest_csv`` types, validates and writes it in SQL (one transaction per batch; unparseable lines become
+    rejects with their line number and raw text). Batches, workers, progress and the rollup refresh as ``ingest``."""
+    return _run(
+        conn,
+        iter(batches),
+        lambda c, batch: (
+            ingest_csv_batch(c, batch, layout, source=source, auto_register=auto_register, asset_class=asset_class),
+            batch.lines,
+        ),
+        workers=workers,
+        on_batch=on_batch,
+        refresh=refresh,
+    )
+
+
+def ingest_csv_batch(
+    conn: psycopg.Connection,
+    batch: CsvBatch,
+    layout: CsvLayout,
+    *,
+    source: str,
+    auto_register: bool = False,
+    asset_class: str = "stock",
+) -> IngestReport:
+    report = IngestReport()
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute("SELECT market.csv_begin()")
+        with cur.copy(_CSV_COPY) as copy:
+            for chunk in batch.chunks:
+                copy.write(chunk)
+        cur.execute(
+            "SELECT * FROM market.ingest_csv(%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                source,
+                layout.interval,
+                Jsonb(layout.columns),
+                layout.symbol,
+                layout.tz,
+                layout.delimiter,
+                batch.first_line,
+                auto_register,
+                asset_class,
+            ),
+        )
+        for symbol, ins, upd, unch, rej, lo, hi in cur.fetchall():
+            report.per_symbol[symbol] = SymbolCounts(inserted=ins, updated=upd, unchanged=unch, rejected=rej)
+            if lo is not None:
+                report.merge(IngestReport(minute_span=(lo, hi)))
+    return report
+
+
+def _run(
+    conn: psycopg.Connection,
+    batches: Iterator,
+    send: Callable[[psycopg.Connection, object], tuple[IngestReport, int]],
+    *,
+    workers: int,
+    on_batch: Callable[[int], None] | None,
+    refresh: bool,
+) -> IngestReport:
+    """Send each batch in a transaction of its own, over ``workers`` connections, then refresh the rollups."""
     report = IngestReport()
     if workers <= 1:
         for batch in batches:
-            report.merge(ingest_batch(conn, batch, **options))
+            part, n = send(conn, batch)
+            report.merge(part)
             if on_batch:
-                on_batch(len(batch))
-        return report
-    lock = threading.Lock()
+                on_batch(n)
+    else:
+        lock = threading.Lock()
 
-    def drain(c: psycopg.Connection) -> IngestReport:
-        part = IngestReport()
-        while True:
-            with lock:
-                batch = next(batches, None)
-            if batch is None:
-                return part
-            part.merge(ingest_batch(c, batch, **options))
-            if on_batch:
+        def drain(c: psycopg.Connection) -> IngestReport:
+            mine = IngestReport()
+            while True:
                 with lock:
-                    on_batch(len(batch))
+                    batch = next(batches, None)
+                if batch is None:
+                    return mine
+                part, n = send(c, batch)
+                mine.merge(part)
+                if on_batch:
+                    with lock:
+                        on_batch(n)
 
-    extra = [psycopg.connect(conn.info.dsn, password=conn.info.password) for _ in range(workers - 1)]
-    try:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for future in [pool.submit(drain, c) for c in (conn, *extra)]:
-                report.merge(future.result())
-    finally:
-        for c in extra:
-            c.close()
+        extra = [psycopg.connect(conn.info.dsn, password=conn.info.password) for _ in range(workers - 1)]
+        try:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                for future in [pool.submit(drain, c) for c in (conn, *extra)]:
+                    report.merge(future.result())
+        finally:
+            for c in extra:
+                c.close()
+    if refresh and report.minute_span:
+        refresh_rollups(conn, *report.minute_span, force=report.needs_forced_refresh)
     return report
 
 
@@ -207,34 +332,116 @@ def ingest_batch(
     source: str,
     auto_register: bool = False,
     asset_class: str = "stock",
+    direct: bool = False,
 ) -> IngestReport:
+    """One batch in one transaction (a savepoint inside a transaction of the caller's).
+
+    With ``direct``, well-formed new bars (every item a Bar with a normalized symbol, an aware ts and numbers, none
+    stored yet) are COPYed straight into ``market.bars``, which checks them with every rule of the ingest path (the
+    statement trigger ``market.tg_bars__validate``): new history then costs about what a raw COPY does. TimescaleDB
+    logs no rollup invalidation for a COPY, so the caller must then refresh the rollups over the batch with
+    ``force`` (the report says so; ``ingest`` does it). Anything else, or a batch any bar of which that check
+    refuses, takes the staging path (``market.ingest_staged``: rejects recorded with their reason, corrections and
+    duplicates upserted), with the same result as always."""
+    rows = [_row(item) for item in batch]
+    if direct and _well_formed(batch, rows):
+        report = _direct(conn, rows, source)
+        if report is not None:
+            return report
     report = IngestReport()
-    minutes = [item.ts for item in batch if isinstance(item, Bar) and item.interval == "1m" and item.ts.tzinfo]
-    if minutes:
-        report.minute_span = (min(minutes), max(minutes))
     with conn.transaction(), conn.cursor() as cur:
         cur.execute("SELECT market.ingest_begin()")
         with cur.copy(_COPY) as copy:
             copy.set_types(_TYPES)
-            for item in batch:
-                copy.write_row(_row(item))
+            for row in rows:
+                copy.write_row(row)
+        lo, hi = cur.execute("SELECT * FROM market.staged_rollup_span()").fetchone()
+        if lo is not None:
+            report.minute_span = (lo, hi)
         cur.execute("SELECT * FROM market.ingest_staged(%s, %s, %s)", (source, auto_register, asset_class))
         for symbol, ins, upd, unch, rej in cur.fetchall():
             report.per_symbol[symbol] = SymbolCounts(inserted=ins, updated=upd, unchanged=unch, rejected=rej)
     return report
 
 
-def refresh_rollups(conn: psycopg.Connection, start: datetime, end: datetime) -> None:
-    """Materialize the continuous aggregates over [start, end) now, e.g. after a 1-minute backfill older than
-    their policies' windows. ``refresh_continuous_aggregate`` refuses a transaction block, so this uses a short
-    autocommit session. The range is widened to whole days so every rollup's buckets are complete."""
-    lo = start.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    hi = end.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
-    with psycopg.connect(conn.info.dsn, password=conn.info.password, autocommit=True) as ac:
-        for view in ("market.bars_5m", "market.bars_1h", "market.bars_1d"):
-            ac.execute(
-                "CALL refresh_continuous_aggregate(%s::regclass, %s::timestamptz, %s::timestamptz)", (view, lo, hi)
-            )
+_DIRECT = "COPY market.bars (symbol, interval, ts, open, high, low, close, volume, source) FROM STDIN (FORMAT BINARY)"
+_DIRECT_TYPES = ["text", "text", "timestamptz", "numeric", "numeric", "numeric", "numeric", "numeric", "text"]
+# Whether any series of the batch already has a bar in the batch's range (then some bars may be corrections or
+# repeats: the staging path's upsert handles them). One short index probe per series.
+_STORED = """SELECT EXISTS (
+  SELECT 1 FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::timestamptz[]) r(symbol, interval, lo, hi)
+  WHERE EXISTS (SELECT 1 FROM market.bars b
+                WHERE b.symbol = r.symbol AND b.interval = r.interval AND b.ts BETWEEN r.lo AND r.hi))"""
+
+
+def _well_formed(batch: list[Bar | Unparsed], rows: list[tuple]) -> bool:
+    return bool(rows) and all(
+        row[9] is None
+        and isinstance(item, Bar)
+        and isinstance(row[0], str)
+        and row[0] == row[0].strip().upper()
+        and isinstance(row[1], str)
+        for item, row in zip(batch, rows, strict=True)
+    )
+
+
+def _direct(conn: psycopg.Connection, rows: list[tuple], source: str) -> IngestReport | None:
+    """COPY new, well-formed bars straight into market.bars; None when the staging path must take the batch."""
+    series: dict[tuple[str, str], list] = {}
+    counts: dict[str, int] = {}
+    for symbol, interval, ts, *_ in rows:
+        span = series.get((symbol, interval))
+        if span is None:
+            series[(symbol, interval)] = [ts, ts]
+        elif ts < span[0]:
+            span[0] = ts
+        elif ts > span[1]:
+            span[1] = ts
+        counts[symbol] = counts.get(symbol, 0) + 1
+    if len(rows) != len({(r[0], r[1], r[2]) for r in rows}):
+        return None  # the same bar twice: the staging path keeps the later one and records the earlier
+    keys = list(series)
+    probe = ([k[0] for k in keys], [k[1] for k in keys], [series[k][0] for k in keys], [series[k][1] for k in keys])
+    try:
+        with conn.transaction(), conn.cursor() as cur:
+            rollup = cur.execute("SELECT market.rollup_interval()").fetchone()[0]
+            if cur.execute(_STORED, probe).fetchone()[0]:
+                raise _Staging
+            with cur.copy(_DIRECT) as copy:
+                copy.set_types(_DIRECT_TYPES)
+                for row in rows:
+                    copy.write_row((*row[:8], source))
+    except (_Staging, psycopg.errors.CheckViolation, psycopg.errors.UniqueViolation):
+        return None  # nothing of the attempt is kept (its transaction or savepoint rolled back)
+    report = IngestReport(per_symbol={sym: SymbolCounts(inserted=n) for sym, n in counts.items()})
+    minutes = [span for (_, interval), span in series.items() if interval == rollup]
+    if minutes:
+        report.minute_span = (min(s[0] for s in minutes), max(s[1] for s in minutes))
+        report.needs_forced_refresh = True
+    return report
+
+
+class _Staging(Exception):
+    """The batch needs the staging path (raised inside the attempt's transaction to roll it back)."""
+
+
+def refresh_rollups(conn: psycopg.Connection, start: datetime, end: datetime, *, force: bool = False) -> bool:
+    """Bring the continuous aggregates up to date over the 1-minute bars stamped [start, end] (``CALL
+    market.refresh_rollups``: each aggregate in one batch over exactly the buckets the range touches).
+
+    ``refresh_continuous_aggregate`` refuses a transaction block, so this needs ``conn`` idle: it runs in
+    autocommit on that same connection and restores its mode. When ``conn`` is inside a transaction the caller
+    owns, the bars are not committed yet and nothing can be refreshed: returns False (the policies, or a later
+    call after the commit, bring the rollups up to date)."""
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        return False
+    was = conn.autocommit
+    conn.autocommit = True
+    try:
+        conn.execute("CALL market.refresh_rollups(%s, %s, %s)", (start, end, force))
+    finally:
+        conn.autocommit = was
+    return True
 
 
 def _batches(items: Iterable, size: int) -> Iterator[list]:

@@ -68,8 +68,10 @@ def test_synthetic_stream_upserts_forming_bars_for_ten_symbols(db_url, unique_sy
     rows = stored(db_url, list(symbols))
     assert len(rows) == len(want) == 100  # 600 updates = 10 symbols x 10 minutes x 6 updates
     assert {(r[0], r[1]): tuple(r[2:]) for r in rows} == want
-    # each bar: inserted once, then corrected by the later updates of its minute
-    assert stats.inserted == 100 and stats.updated + stats.unchanged + stats.coalesced == 500
+    # each bar inserted exactly once; every update is accounted for, however the updates fell into batches (a
+    # later update of the same bar in one batch is coalesced, else it is an update or finds the bar unchanged)
+    assert stats.inserted == 100
+    assert stats.inserted + stats.updated + stats.unchanged + stats.coalesced == stats.updates == 600
     assert stats.rejected == 0 and len(stats.latencies_ns) == 600
     assert max(r[1] for r in rows) <= datetime.now(UTC)  # accelerated runs end at the present
     summary = stats.summary()
@@ -90,7 +92,10 @@ def test_stream_survives_its_connection_being_killed(db_url, unique_symbol):
     result: dict = {}
     thread = threading.Thread(target=lambda: result.update(stats=stream.run()), daemon=True)
     thread.start()
-    eventually(lambda: stream.stats.batches >= 20, what="the stream to commit some batches")
+    # kill the connection once bars are committed and the run is not over (how many batches that takes depends on
+    # scheduling, so nothing here counts batches)
+    eventually(lambda: stream.stats.inserted > 0, what="the stream to commit some bars")
+    assert thread.is_alive()
     victim = stream.backend_pid
     with psycopg.connect(db_url, autocommit=True) as admin:
         assert admin.execute("SELECT pg_terminate_backend(%s)", (victim,)).fetchone()[0]
@@ -166,7 +171,10 @@ def test_polling_source_with_injected_fetch(db_url, unique_symbol):
     cfg = StreamConfig(source="alpaca", symbols=(unique_symbol,), poll_seconds=0.05, max_bars=6)
     stats = build(cfg, url=db_url, fetch=fetch).run()
     assert len(polls) == 3 and stats.updates == 6
-    assert (stats.inserted, stats.updated, stats.unchanged) == (2, 2, 2)  # the forming bar is corrected each poll
+    # two distinct bars, each inserted once; the other updates land as corrections, unchanged re-sends or (when two
+    # polls fall into one batch) coalesced, depending on scheduling: only their total must hold
+    assert stats.inserted == 2 and stats.rejected == 0
+    assert stats.inserted + stats.updated + stats.unchanged + stats.coalesced == 6
     rows = {r[1]: r for r in stored(db_url, [unique_symbol])}
     assert rows[minute][5] == Decimal(103) and rows[minute][6] == Decimal(30)
 
