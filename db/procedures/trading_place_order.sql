@@ -191,14 +191,14 @@ BEGIN
   RETURNING * INTO _o;
 
   IF _code IS NOT NULL THEN
-    PERFORM trading.emit(_a.id, 'order_rejected', _o.id, _now,
+    PERFORM internal.emit(_a.id, 'order_rejected', _o.id, _now,
                          jsonb_build_object('code', _code, 'reason', _reason, 'symbol', _o.symbol));
     RETURN _o;
   END IF;
-  PERFORM trading.emit(_a.id, 'order_accepted', _o.id, _now,
+  PERFORM internal.emit(_a.id, 'order_accepted', _o.id, _now,
                        jsonb_build_object('symbol', _sym, 'side', _side, 'type', _type, 'qty', place_order.qty));
   IF _type = 'market' THEN
-    PERFORM trading.apply_fill(_o.id, place_order.qty, _est, _last, _last, NULL);
+    PERFORM internal.apply_fill(_o.id, place_order.qty, _est, _last, _last, NULL);
     SELECT * INTO _o FROM trading.orders o WHERE o.id = _o.id;
   END IF;
   RETURN _o;
@@ -206,50 +206,3 @@ END
 $$;
 COMMENT ON FUNCTION trading.place_order IS
   'Place an order. Validates and runs the pre-trade risk checks under the account lock; a failed check records the order as rejected (reject_code, reject_reason) and returns it (no exception). Market orders fill at once at the last price plus slippage; limit, stop and stop_limit orders rest until a bar crosses them. Raises TR013 for an unknown account and TR012 for a reused client_order_id with different parameters.';
-
-CREATE OR REPLACE FUNCTION trading.cancel_order(order_id bigint, reason text DEFAULT 'cancelled on request')
-RETURNS trading.orders
-LANGUAGE plpgsql
-AS $$
-DECLARE
-  _o trading.orders;
-BEGIN
-  SELECT * INTO _o FROM trading.orders o WHERE o.id = cancel_order.order_id;
-  IF NOT FOUND THEN
-    RAISE EXCEPTION 'unknown order %', coalesce(cancel_order.order_id::text, 'NULL') USING ERRCODE = 'TR014',
-      HINT = 'pass the id of an order of this account';
-  END IF;
-  PERFORM 1 FROM trading.accounts a WHERE a.id = _o.account_id FOR UPDATE;
-  SELECT * INTO _o FROM trading.orders o WHERE o.id = cancel_order.order_id FOR UPDATE;
-  IF _o.status NOT IN ('new', 'accepted', 'partially_filled') THEN
-    RAISE EXCEPTION 'order % is already %', _o.id, _o.status USING ERRCODE = 'TR015',
-      DETAIL = format('filled %s of %s', _o.filled_qty, _o.qty),
-      HINT = 'only accepted or partially filled orders can be cancelled';
-  END IF;
-  RETURN trading.end_order(_o.id, 'cancelled', coalesce(cancel_order.reason, 'cancelled on request'));
-END
-$$;
-COMMENT ON FUNCTION trading.cancel_order IS
-  'Cancel an open order (the filled part stays). Raises TR014 for an unknown order, TR015 for an order that is already final.';
-
-CREATE OR REPLACE FUNCTION trading.close_position(account_id bigint, symbol text, client_order_id text DEFAULT NULL)
-RETURNS trading.orders
-LANGUAGE plpgsql
-AS $$
-DECLARE
-  _qty numeric;
-BEGIN
-  PERFORM 1 FROM trading.accounts a WHERE a.id = close_position.account_id FOR UPDATE;
-  SELECT p.qty INTO _qty FROM trading.positions p
-  WHERE p.account_id = close_position.account_id AND p.symbol = upper(btrim(close_position.symbol));
-  IF coalesce(_qty, 0) = 0 THEN
-    RAISE EXCEPTION 'no open position in % on account %', close_position.symbol, close_position.account_id
-      USING ERRCODE = 'TR002', HINT = 'list open positions in trading.positions (qty <> 0)';
-  END IF;
-  RETURN trading.place_order(close_position.account_id, close_position.symbol,
-                             CASE WHEN _qty > 0 THEN 'sell' ELSE 'buy' END, abs(_qty), 'market',
-                             client_order_id => close_position.client_order_id);
-END
-$$;
-COMMENT ON FUNCTION trading.close_position IS
-  'Close a position with a market order for its whole quantity (cancels its bracket orders when it fills); the order row is returned (it may be rejected, e.g. TR008 without a fresh price). Raises TR002 when there is no open position.';
