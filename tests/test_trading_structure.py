@@ -29,6 +29,9 @@ USER_FACING = {
     "commission",
     "pnl_step",
     "fill_rule",
+    "slipped_price",
+    "affordability",
+    "position_value",
     # trigger functions (PostgreSQL refuses to call them other than as triggers)
     "tg_bars__fire_live_orders",
     "tg_orders__record_history",

@@ -12,6 +12,7 @@ DECLARE
   _now timestamptz;
   _qty numeric;
   _pos numeric;
+  _code text;
 BEGIN
   SELECT * INTO _o FROM trading.orders o WHERE o.id = e.order_id FOR UPDATE;
   IF _o.status NOT IN ('accepted', 'partially_filled') OR _o.last_bar_ts >= e.bar_ts THEN
@@ -31,20 +32,23 @@ BEGIN
     RETURN false;
   END IF;
 
-  -- Fill-time guards: the pre-trade checks were estimates; the account must still afford the fill.
+  -- Fill-time guards: the pre-trade checks were estimates; the account must still afford the fill (the same
+  -- affordability rule as place_order, on the fill price and what the account holds now).
   _qty := e.fill_qty;
-  IF _o.side = 'buy' AND _a.max_gross_leverage <= 1
-     AND _qty * e.price + trading.commission(_a.commission_rate, _a.commission_min, _qty * e.price, _o.filled_qty = 0) > _a.cash THEN
-    PERFORM internal.end_order(_o.id, 'cancelled', 'insufficient cash at fill time (TR001)');
-    RETURN false;
-  END IF;
   IF _o.side = 'sell' AND NOT _a.allow_short THEN
     SELECT p.qty INTO _pos FROM trading.positions p WHERE p.account_id = _a.id AND p.symbol = _o.symbol;
+  END IF;
+  _code := trading.affordability(_o.side, _qty, e.price, _o.filled_qty = 0, _a.cash, _pos, _a.commission_rate,
+                                 _a.commission_min, _a.max_gross_leverage, _a.allow_short);
+  IF _code = 'TR001' THEN
+    PERFORM internal.end_order(_o.id, 'cancelled', 'insufficient cash at fill time (TR001)');
+    RETURN false;
+  ELSIF _code = 'TR002' THEN
     IF coalesce(_pos, 0) <= 0 THEN
       PERFORM internal.end_order(_o.id, 'cancelled', 'no position left to sell at fill time (TR002)');
       RETURN false;
     END IF;
-    _qty := least(_qty, _pos);
+    _qty := _pos;  -- fill what is held; the rest is cancelled below
   END IF;
   PERFORM internal.apply_fill(_o.id, _qty, e.price, e.ref_price, e.close, e.bar_ts);
   IF _qty < e.fill_qty THEN
