@@ -110,8 +110,8 @@ BEGIN
         RETURNING orders.id, orders.source, orders.side, orders.type, orders.qty
       LOOP
         PERFORM internal.emit(_a.id, 'order_accepted', _child.id, _now,
-                             jsonb_build_object('symbol', _o.symbol, 'side', _child.side, 'type', _child.type,
-                                                'qty', _child.qty, 'source', _child.source, 'parent_id', _o.id));
+                              jsonb_build_object('symbol', _o.symbol, 'side', _child.side, 'type', _child.type,
+                                                 'qty', _child.qty, 'source', _child.source, 'parent_id', _o.id));
       END LOOP;
     END IF;
   END IF;

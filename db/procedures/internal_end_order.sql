@@ -18,8 +18,8 @@ BEGIN
    WHERE o.id = _o.id
   RETURNING * INTO _o;
   PERFORM internal.emit(_o.account_id, CASE end_order.status WHEN 'expired' THEN 'order_expired' ELSE 'order_cancelled' END,
-                       _o.id, _now, jsonb_build_object('symbol', _o.symbol, 'reason', end_order.reason,
-                                                       'filled_qty', _o.filled_qty));
+                        _o.id, _now, jsonb_build_object('symbol', _o.symbol, 'reason', end_order.reason,
+                                                        'filled_qty', _o.filled_qty));
   RETURN _o;
 END
 $$;

@@ -144,5 +144,6 @@ $$;
 COMMENT ON FUNCTION internal.match_orders IS
   'Match resting orders against a set of bars: of live accounts (account_id NULL) or of one account. A bar acts on an order only if it opens at or after the order''s acceptance (no look-ahead) and after the last bar that acted on it. Returns the number of fills.';
 
-REVOKE ALL ON FUNCTION internal.execute_bar_event(trading.bar_event), internal.may_act(text, text, boolean, numeric, numeric, numeric, numeric),
+REVOKE ALL ON FUNCTION internal.execute_bar_event(trading.bar_event),
+  internal.may_act(text, text, boolean, numeric, numeric, numeric, numeric),
   internal.match_orders(market.ohlcv[], bigint) FROM PUBLIC;

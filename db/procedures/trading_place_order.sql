@@ -196,11 +196,11 @@ BEGIN
 
   IF _code IS NOT NULL THEN
     PERFORM internal.emit(_a.id, 'order_rejected', _o.id, _now,
-                         jsonb_build_object('code', _code, 'reason', _reason, 'symbol', _o.symbol));
+                          jsonb_build_object('code', _code, 'reason', _reason, 'symbol', _o.symbol));
     RETURN _o;
   END IF;
   PERFORM internal.emit(_a.id, 'order_accepted', _o.id, _now,
-                       jsonb_build_object('symbol', _sym, 'side', _side, 'type', _type, 'qty', place_order.qty));
+                        jsonb_build_object('symbol', _sym, 'side', _side, 'type', _type, 'qty', place_order.qty));
   IF _type = 'market' THEN
     PERFORM internal.apply_fill(_o.id, place_order.qty, _est, _last, _last, NULL);
     SELECT * INTO _o FROM trading.orders o WHERE o.id = _o.id;
