@@ -250,10 +250,10 @@ def positions_cmd(show_all: bool, account: str, as_json: bool) -> None:
         acct = _account_id(conn, account)
         # valued by the valuation rule, as trading.portfolio values them
         rows = conn.execute(
-            "SELECT p.symbol, p.qty, p.avg_price, p.last_price, v.value AS market_value,"
-            " v.value - p.cost_basis AS unrealized_pnl, p.realized_pnl, p.commissions, p.last_price_at, i.tick_size"
-            " FROM trading.positions p JOIN market.instruments i ON i.symbol = p.symbol"
-            " CROSS JOIN LATERAL (SELECT trading.position_value(p.qty, p.cost_basis, p.last_price) AS value) v"
+            "SELECT p.symbol, p.qty, p.avg_price, p.last_price, v.value AS market_value, v.unrealized_pnl,"
+            " p.realized_pnl, p.commissions, p.last_price_at, i.tick_size"
+            " FROM trading.positions p JOIN trading.position_values v USING (account_id, symbol)"
+            " JOIN market.instruments i ON i.symbol = p.symbol"
             " WHERE p.account_id = %s AND (%s OR p.qty <> 0) ORDER BY p.symbol",
             (acct, show_all),
         ).fetchall()

@@ -1,7 +1,7 @@
 """The shared rules hold on both paths: the slippage rule (trading.slipped_price) prices a stop order when it is
 placed and when it fills, the affordability rule (trading.affordability) rejects an order when it is placed and
-cancels a resting one when it fills, and the valuation rule (trading.position_value) gives place_order's risk checks
-(TR003, TR004), trading.portfolio and api.portfolio the same portfolio value."""
+cancels a resting one when it fills, and the valuation rule (the view trading.position_values) gives place_order's
+risk checks (TR003, TR004), trading.portfolio and api.portfolio the same portfolio value."""
 
 from __future__ import annotations
 
@@ -149,8 +149,7 @@ def test_risk_checks_and_both_portfolios_value_the_account_alike(db):
     _configure(db, a, max_position_pct=1000, max_gross_leverage="0.2")
     other = p["gross_exposure"] - abs(
         db.execute(
-            "SELECT trading.position_value(qty, cost_basis, last_price) FROM trading.positions"
-            " WHERE account_id = %s AND symbol = 'TRDRA'",
+            "SELECT value FROM trading.position_values WHERE account_id = %s AND symbol = 'TRDRA'",
             (a,),
         ).fetchone()[0]
     )

@@ -31,7 +31,6 @@ USER_FACING = {
     "fill_rule",
     "slipped_price",
     "affordability",
-    "position_value",
     # trigger functions (PostgreSQL refuses to call them other than as triggers)
     "tg_bars__fire_live_orders",
     "tg_orders__record_history",
@@ -84,6 +83,19 @@ def test_a_web_role_cannot_forge_an_event_or_a_fill(db, role):
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             with db.transaction():
                 db.execute(call)
+
+
+def test_web_roles_execute_nothing_outside_api(db):
+    """Least privilege: a function called in an api view runs with the caller's privileges, so a trading function
+    used by an api view would need EXECUTE for the web roles; none has it (the valuation rule is a view for that)."""
+    rows = db.execute(
+        """SELECT r.rolname, p.oid::regprocedure::text FROM pg_roles r CROSS JOIN pg_proc p
+           JOIN pg_namespace n ON n.oid = p.pronamespace
+           WHERE r.rolname IN ('web_anon', 'trader', 'pgtrade_admin')
+             AND n.nspname IN ('trading', 'internal', 'market', 'ops')
+             AND has_function_privilege(r.oid, p.oid, 'EXECUTE')"""
+    ).fetchall()
+    assert rows == []
 
 
 def test_every_trading_and_internal_function_is_commented_and_pins_its_path(db):

@@ -136,8 +136,8 @@ BEGIN
   -- Pre-trade risk checks
   IF _code IS NULL THEN
     _value := place_order.qty * _est;
-    SELECT p.qty, trading.position_value(p.qty, p.cost_basis, p.last_price) INTO _pos_qty, _pos_value
-    FROM trading.positions p WHERE p.account_id = _a.id AND p.symbol = _sym;
+    SELECT p.qty, p.value INTO _pos_qty, _pos_value
+    FROM trading.position_values p WHERE p.account_id = _a.id AND p.symbol = _sym;
     _pos_qty := coalesce(_pos_qty, 0);
     SELECT coalesce(sum((o.qty - o.filled_qty) * o.est_price
                         + trading.commission(_a.commission_rate, _a.commission_min, (o.qty - o.filled_qty) * o.est_price, o.filled_qty = 0))

@@ -1,4 +1,4 @@
--- The portfolio of an account: every figure of its value, from one valuation rule (trading.position_value).
+-- The portfolio of an account: every figure of its value, from one valuation rule (trading.position_values).
 
 -- The result columns grew (net_pnl, gross_exposure): CREATE OR REPLACE cannot change a function's result type, so
 -- an older definition goes first. Nothing depends on it here (api, whose views read positions directly, is rebuilt
@@ -23,11 +23,9 @@ AS $$
   SELECT a.cash, coalesce(p.mv, 0), a.cash + coalesce(p.mv, 0), a.realized_pnl, coalesce(p.mv - p.basis, 0),
          a.commissions, a.initial_cash, a.cash + coalesce(p.mv, 0) - a.initial_cash, coalesce(p.gross, 0)
   FROM trading.accounts a
-  LEFT JOIN LATERAL (SELECT sum(v.value) AS mv, sum(x.cost_basis) AS basis, sum(abs(v.value)) AS gross
-                     FROM trading.positions x
-                     CROSS JOIN LATERAL (SELECT trading.position_value(x.qty, x.cost_basis, x.last_price) AS value) v
-                     WHERE x.account_id = a.id AND x.qty <> 0) p ON true
+  LEFT JOIN LATERAL (SELECT sum(v.value) AS mv, sum(v.cost_basis) AS basis, sum(abs(v.value)) AS gross
+                     FROM trading.position_values v WHERE v.account_id = a.id AND v.qty <> 0) p ON true
   WHERE a.id = portfolio.account_id
 $$;
 COMMENT ON FUNCTION trading.portfolio IS
-  'Cash, value of open positions (trading.position_value: at their mark prices), total, realized P&L (gross of commission), unrealized P&L, commissions, initial cash, net P&L (total - initial cash) and gross exposure (sum of |position value|). Identity: cash + positions_value = initial_cash + realized_pnl + unrealized_pnl - commissions.';
+  'Cash, value of open positions (trading.position_values: at their mark prices), total, realized P&L (gross of commission), unrealized P&L, commissions, initial cash, net P&L (total - initial cash) and gross exposure (sum of |position value|). Identity: cash + positions_value = initial_cash + realized_pnl + unrealized_pnl - commissions.';

@@ -1,5 +1,6 @@
--- The pure rules: commission, the P&L step (average cost), slippage, affordability, valuation, and the fill rule.
--- No table access, so they are the same in live trading, backtests and the ledger replay.
+-- The pure rules: commission, the P&L step (average cost), slippage, affordability, and the fill rule. No table
+-- access, so they are the same in live trading, backtests and the ledger replay. (The valuation rule is the view
+-- trading.position_values, so that api views can use it: trading_position_values.sql.)
 
 CREATE OR REPLACE FUNCTION trading.commission(rate numeric, minimum numeric, notional numeric, first_fill boolean)
 RETURNS numeric
@@ -86,24 +87,6 @@ AS $$
 $$;
 COMMENT ON FUNCTION trading.affordability IS
   'The affordability rule: TR001 when a buy (account without leverage) costs more than the available cash including commission, TR002 when a sell (account without shorting) exceeds the available position, else NULL.';
-
--- The valuation rule: an open position is worth qty x its mark price (trading.positions.last_price: the close of the
--- latest bar of its symbol, or the last price at its latest fill), however old that mark is. A position without a
--- mark is worth its cost basis, i.e. its unrealized P&L is zero (none arises today: internal.apply_fill marks at
--- every fill). Portfolio value = cash + the sum of position values; gross exposure = the sum of |value|;
--- unrealized P&L = value - cost_basis. The pre-trade checks (TR003, TR004), trading.portfolio (so snapshots and
--- the CLI), api.portfolio and the CLI's positions all value positions with this function and nothing else.
-CREATE OR REPLACE FUNCTION trading.position_value(qty numeric, cost_basis numeric, last_price numeric)
-RETURNS numeric
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$ SELECT coalesce(position_value.qty * position_value.last_price, position_value.cost_basis) $$;
-COMMENT ON FUNCTION trading.position_value IS
-  'The valuation rule: qty x mark price (last_price), or the cost basis when the position has no mark (unrealized P&L 0).';
--- api.portfolio calls it: a function in a view runs with the caller's privileges (PostgreSQL, CREATE VIEW), and
--- without EXECUTE the planner would not inline it either. It is pure (reads nothing), and the web roles still cannot
--- name it (no USAGE on schema trading).
-REVOKE ALL ON FUNCTION trading.position_value(numeric, numeric, numeric) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION trading.position_value(numeric, numeric, numeric) TO trader, pgtrade_admin;
 
 -- The fill rule: what one bar (or a last price, passed as open = high = low = last) does to one order.
 --   market: fills at the open (the last price) plus slippage (buys up, sells down).
