@@ -3,7 +3,8 @@
 Runs in a scratch database of its own (pgtrade_trading_bench) on the server named by $PGTRADE_DATABASE_URL or
 `pgtrade db url` (a superuser URL), migrated from db/, dropped at the end (--keep keeps it). Prints its figures.
 
-    python bench/trading_bench.py [--orders 10000] [--symbols 20] [--bars-per-symbol 5000] [--json out.json]
+    python bench/trading_bench.py [--orders 10000] [--symbols 20] [--bars-per-symbol 5000] [--parts abcd]
+                                  [--json out.json]
 
 What it measures (issue 3 §8):
 (a) trading.place_order, market orders that fill at once (alternating buy/sell 1 share), one psycopg client,
@@ -19,6 +20,8 @@ What it measures (issue 3 §8):
     through pgtrade.ingest.ingest; client-side time from the call to its commit (the fill commits with the bar),
     p50/p99 over --stops runs; beside it the same one-bar ingest of a symbol nobody trades (the ingest path's
     own share).
+(e) trading.place_order alone, timed inside the server (no round trip, no commit in the figure), --orders calls
+    of the same market orders as (a). Not run by default: --parts abcde (or e alone).
 """
 
 from __future__ import annotations
@@ -254,6 +257,37 @@ def bench_stop_latency(url: str, runs: int) -> dict:
     return ms(lat) | {"stop_losses_filled": filled, "baseline_one_bar_no_orders": ms(quiet)}
 
 
+def bench_place_order_server(url: str, n: int) -> dict:
+    """(e) The time of trading.place_order alone, inside the server: a DO block times each call with
+    clock_timestamp() and commits after each order (outside the timing), so neither the round trip nor the WAL flush
+    is in the figure; market orders alternating buy/sell 1 share as (a), 200 warm-up calls first."""
+    now_min = datetime.now(UTC).replace(second=0, microsecond=0)
+    with psycopg.connect(url, autocommit=True) as conn:
+        instrument(conn, "BPOS")
+        ingest(conn, [flat_bar("BPOS", now_min - timedelta(minutes=2))], source="bench")
+        acct = new_account(conn, "bench-server")
+        conn.execute("CREATE TABLE IF NOT EXISTS public.bench_place_order_us (i int, us float8)")
+        conn.execute("TRUNCATE public.bench_place_order_us")
+        conn.execute(f"""DO $$
+DECLARE _t timestamptz; _o trading.orders;
+BEGIN
+  FOR i IN 1..{int(n) + 200} LOOP
+    _t := clock_timestamp();
+    _o := trading.place_order({int(acct)}, 'BPOS', CASE WHEN i % 2 = 1 THEN 'buy' ELSE 'sell' END, 1);
+    IF i > 200 THEN
+      INSERT INTO public.bench_place_order_us VALUES (i, extract(epoch FROM clock_timestamp() - _t) * 1e6);
+    END IF;
+    IF _o.status <> 'filled' THEN
+      RAISE EXCEPTION 'order % was % (%)', i, _o.status, _o.reject_code;
+    END IF;
+    COMMIT;
+  END LOOP;
+END $$""")
+        us = [r[0] for r in conn.execute("SELECT us FROM public.bench_place_order_us ORDER BY i")]
+        conn.execute("DROP TABLE public.bench_place_order_us")
+    return ms([u / 1e6 for u in us])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--orders", type=int, default=10_000)
@@ -264,18 +298,26 @@ def main() -> None:
     ap.add_argument("--stops", type=int, default=200)
     ap.add_argument("--json", dest="json_out")
     ap.add_argument("--keep", action="store_true", help="keep the scratch database")
+    ap.add_argument("--parts", default="abcd", help="which measurements to run, e.g. ae (default abcd)")
     args = ap.parse_args()
 
     res: dict = {"machine": machine()}
     with scratch_database(BENCH_DB, keep=args.keep) as url:
-        res["place_order_latency"] = bench_place_order(url, args.orders)
-        print("(a) place_order, market, 1 client:", res["place_order_latency"], flush=True)
-        res["place_order_throughput"] = bench_throughput(url, args.per_client)
-        print("(b) throughput, 8 clients:", res["place_order_throughput"], flush=True)
-        res["ingest_with_orders"] = bench_ingest(url, args.symbols, args.bars_per_symbol, args.batch)
-        print("(c) bar ingest:", res["ingest_with_orders"], flush=True)
-        res["bar_to_stop_loss_fill"] = bench_stop_latency(url, args.stops)
-        print("(d) bar arrival -> stop-loss fill committed:", res["bar_to_stop_loss_fill"], flush=True)
+        if "a" in args.parts:
+            res["place_order_latency"] = bench_place_order(url, args.orders)
+            print("(a) place_order, market, 1 client:", res["place_order_latency"], flush=True)
+        if "b" in args.parts:
+            res["place_order_throughput"] = bench_throughput(url, args.per_client)
+            print("(b) throughput, 8 clients:", res["place_order_throughput"], flush=True)
+        if "c" in args.parts:
+            res["ingest_with_orders"] = bench_ingest(url, args.symbols, args.bars_per_symbol, args.batch)
+            print("(c) bar ingest:", res["ingest_with_orders"], flush=True)
+        if "d" in args.parts:
+            res["bar_to_stop_loss_fill"] = bench_stop_latency(url, args.stops)
+            print("(d) bar arrival -> stop-loss fill committed:", res["bar_to_stop_loss_fill"], flush=True)
+        if "e" in args.parts:
+            res["place_order_server_side"] = bench_place_order_server(url, args.orders)
+            print("(e) place_order alone, server-side:", res["place_order_server_side"], flush=True)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(res, indent=2, default=str))
     print(json.dumps(res, indent=2, default=str))

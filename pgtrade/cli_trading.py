@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 import click
 from psycopg.rows import dict_row, tuple_row
@@ -55,18 +55,72 @@ def _fmt(v) -> str:
     return str(v)
 
 
+# Money on screen: amounts in cents, prices at the instrument's tick (market.instruments.tick_size), both rounded
+# half away from zero (Decimal's ROUND_HALF_UP), as PostgreSQL's round(numeric) rounds commissions. --json prints
+# the stored values exactly instead.
+MONEY = frozenset(
+    {
+        "cash",
+        "positions_value",
+        "total_value",
+        "realized_pnl",
+        "unrealized_pnl",
+        "commissions",
+        "initial_cash",
+        "net_pnl",
+        "gross_exposure",
+        "market_value",
+    }
+)
+PRICES = frozenset({"avg_price", "last_price", "limit_price", "stop_price", "avg_fill_price", "est_price"})
+_CENT = Decimal("0.01")
+
+
+def money(v) -> str:
+    """An amount in cents: 92547.99772 -> 92548.00."""
+    if v is None:
+        return ""
+    return f"{Decimal(v).quantize(_CENT, rounding=ROUND_HALF_UP):f}"
+
+
+def at_tick(v, tick) -> str:
+    """A price rounded to the nearest multiple of tick, with the tick's decimals: 451.095435 at 0.01 -> 451.10."""
+    if v is None:
+        return ""
+    if tick is None:  # a rejected order for an unknown symbol
+        return _fmt(v)
+    tick = Decimal(tick)
+    rounded = (Decimal(v) / tick).to_integral_value(rounding=ROUND_HALF_UP) * tick
+    places = max(0, -tick.normalize().as_tuple().exponent)
+    return f"{rounded:.{places}f}"
+
+
+def _cell(column: str, row: dict) -> str:
+    v = row.get(column)
+    if column in MONEY:
+        return money(v)
+    if column in PRICES:
+        return at_tick(v, row.get("tick_size"))
+    return _fmt(v)
+
+
 def _table(title: str, rows: list[dict], columns) -> Table:
     table = Table(title=title)
     for c in columns:
         table.add_column(
             c,
-            justify="right"
-            if c in {"id", "qty", "filled_qty"} or "price" in c or "pnl" in c or "value" in c
-            else "left",
+            justify="right" if c in {"id", "qty", "filled_qty"} or c in MONEY or c in PRICES else "left",
         )
     for r in rows:
-        table.add_row(*(_fmt(r.get(c)) for c in columns))
+        table.add_row(*(_cell(c, r) for c in columns))
     return table
+
+
+def _exact(rows):
+    """Rows for --json: the stored values, without the tick the tables round to."""
+    if isinstance(rows, list):
+        return [_exact(r) for r in rows]
+    return {k: v for k, v in rows.items() if k != "tick_size"}
 
 
 # ---------------------------------------------------------------------------------------------------- order
@@ -87,13 +141,14 @@ def _place(
         conn.row_factory = dict_row
         acct = _account_id(conn, account)
         row = conn.execute(
-            "SELECT * FROM trading.place_order(%s, %s, %s, %s::numeric, %s, %s::numeric, %s::numeric, %s, %s,"
-            " %s::numeric, %s::numeric, 'manual')",
+            "SELECT o.*, i.tick_size FROM trading.place_order(%s, %s, %s, %s::numeric, %s, %s::numeric,"
+            " %s::numeric, %s, %s, %s::numeric, %s::numeric, 'manual') o"
+            " LEFT JOIN market.instruments i ON i.symbol = o.symbol",
             (acct, symbol, side, qty, type_, limit, stop, tif, client_id, stop_loss, take_profit),
         ).fetchone()
         conn.commit()  # a rejection is recorded too
     if as_json:
-        emit_json(row)
+        emit_json(_exact(row))
     if row["status"] == "rejected":
         if not as_json:
             err_console.print(
@@ -103,7 +158,7 @@ def _place(
             )
         sys.exit(1)
     if not as_json:
-        price = f" at {_fmt(row['avg_fill_price'])}" if row["avg_fill_price"] is not None else ""
+        price = f" at {at_tick(row['avg_fill_price'], row['tick_size'])}" if row["avg_fill_price"] is not None else ""
         console.print(
             f"order {row['id']} {row['status']}: {row['side']} {_fmt(row['qty'])} {row['symbol']} {row['type']}{price}",
             highlight=False,
@@ -169,12 +224,13 @@ def orders_cmd(status: str, limit_: int, account: str, as_json: bool) -> None:
         conn.row_factory = dict_row
         acct = _account_id(conn, account)
         rows = conn.execute(
-            "SELECT * FROM trading.orders WHERE account_id = %s"
-            " AND (%s = 'all' OR status IN ('accepted', 'partially_filled')) ORDER BY id DESC LIMIT %s",
+            "SELECT o.*, i.tick_size FROM trading.orders o LEFT JOIN market.instruments i ON i.symbol = o.symbol"
+            " WHERE o.account_id = %s AND (%s = 'all' OR o.status IN ('accepted', 'partially_filled'))"
+            " ORDER BY o.id DESC LIMIT %s",
             (acct, status, limit_),
         ).fetchall()
     if as_json:
-        emit_json(rows)
+        emit_json(_exact(rows))
         return
     columns = ["id", "symbol", "side", "type", "qty", "filled_qty", "limit_price", "stop_price", "tif", "status"]
     if status == "all":
@@ -192,13 +248,17 @@ def positions_cmd(show_all: bool, account: str, as_json: bool) -> None:
     with connect() as conn:
         conn.row_factory = dict_row
         acct = _account_id(conn, account)
+        # valued by the valuation rule, as trading.portfolio values them
         rows = conn.execute(
-            "SELECT symbol, qty, avg_price, last_price, market_value, unrealized_pnl, realized_pnl, commissions,"
-            " last_price_at FROM trading.positions WHERE account_id = %s AND (%s OR qty <> 0) ORDER BY symbol",
+            "SELECT p.symbol, p.qty, p.avg_price, p.last_price, v.value AS market_value, v.unrealized_pnl,"
+            " p.realized_pnl, p.commissions, p.last_price_at, i.tick_size"
+            " FROM trading.positions p JOIN trading.position_values v USING (account_id, symbol)"
+            " JOIN market.instruments i ON i.symbol = p.symbol"
+            " WHERE p.account_id = %s AND (%s OR p.qty <> 0) ORDER BY p.symbol",
             (acct, show_all),
         ).fetchall()
     if as_json:
-        emit_json(rows)
+        emit_json(_exact(rows))
         return
     console.print(
         _table(
@@ -229,13 +289,15 @@ def portfolio_cmd(account: str, as_json: bool) -> None:
         acct = _account_id(conn, account)
         row = conn.execute("SELECT * FROM trading.portfolio(%s)", (acct,)).fetchone()
         paused = conn.execute("SELECT paused FROM trading.accounts WHERE id = %s", (acct,)).fetchone()["paused"]
-    row = {"account": account, **row, "net_pnl": row["total_value"] - row["initial_cash"], "paused": paused}
+    row = {"account": account, **row, "paused": paused}
     if as_json:
         emit_json(row)
         return
     table = Table(title=f"portfolio of {account}", show_header=False)
-    for k, v in row.items():
-        table.add_row(k, _fmt(v))
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for k in row:
+        table.add_row(k, _cell(k, row))
     console.print(table)
 
 

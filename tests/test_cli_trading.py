@@ -14,7 +14,7 @@ from decimal import Decimal
 import psycopg
 import pytest
 from click.testing import CliRunner
-from trading_support import bars, instrument
+from trading_support import D, bars, instrument
 
 from pgtrade.cli import main
 
@@ -140,3 +140,72 @@ def test_events_follow_prints_events_as_they_happen(trading_env):
     assert {e["account"] for e in events} == {acct}
     quiet = run("events", "follow", "--account", acct, "--timeout", 0.5)
     assert quiet.exit_code == 0 and "listening for events" in quiet.output
+
+
+def test_tables_show_cents_and_ticks_while_json_stays_exact(trading_env):
+    sym, acct, url = trading_env
+    with psycopg.connect(url) as conn:
+        aid = conn.execute("SELECT id FROM trading.accounts WHERE name = %s", (acct,)).fetchone()[0]
+        conn.execute(
+            'SELECT trading.configure_account(%s, \'{"slippage_bps": 3.3, "commission_rate": 0.0003}\')', (aid,)
+        )
+        conn.execute("UPDATE market.instruments SET tick_size = 0.05 WHERE symbol = %s", (sym,))
+        conn.commit()
+    r = run("order", "buy", sym, 7, "--account", acct)  # at 100 x 1.00033 = 100.033; commission 0.21
+    assert r.exit_code == 0 and r.output.rstrip().endswith("at 100.05"), r.output  # the nearest 0.05
+
+    pos = json.loads(run("positions", "--account", acct, "--json").output)
+    exact = [(p["avg_price"], p["last_price"], p["market_value"], p["unrealized_pnl"]) for p in pos]
+    assert all(isinstance(v, str) for v in exact[0])  # strings: no float ever holds them
+    assert [tuple(Decimal(v) for v in e) for e in exact] == [(D("100.033"), 100, 700, D("-0.231"))]
+    assert "tick_size" not in pos[0]
+    table = run("positions", "--account", acct).output
+    row = next(ln for ln in table.splitlines() if sym in ln)
+    assert row.split()[1:] == ["7", "100.05", "100.00", "700.00", "-0.23", "0.00", "0.21"] or [
+        c.strip() for c in row.split("│") if c.strip()
+    ][1:] == ["7", "100.05", "100.00", "700.00", "-0.23", "0.00", "0.21"], table
+
+    pf = json.loads(run("portfolio", "--account", acct, "--json").output)
+    # cash 10,000 - 700.231 - 0.21; net P&L from the database (trading.portfolio), not computed by the CLI
+    assert tuple(Decimal(pf[k]) for k in ("cash", "total_value", "net_pnl", "unrealized_pnl")) == (
+        D("9299.559"),
+        D("9999.559"),
+        D("-0.441"),
+        D("-0.231"),
+    )
+    shown = {
+        cells[0]: cells[1]
+        for cells in (
+            [c.strip() for c in ln.split("│") if c.strip()]
+            for ln in run("portfolio", "--account", acct).output.splitlines()
+        )
+        if len(cells) == 2
+    }
+    assert (shown["cash"], shown["total_value"], shown["net_pnl"], shown["unrealized_pnl"]) == (
+        "9299.56",
+        "9999.56",
+        "-0.44",
+        "-0.23",
+    )
+    assert (shown["commissions"], shown["paused"]) == ("0.21", "False")
+
+    orders = json.loads(run("orders", "--status", "all", "--account", acct, "--json").output)
+    assert Decimal(orders[0]["avg_fill_price"]) == D("100.033") and "tick_size" not in orders[0]
+
+
+def test_money_and_ticks_round_half_away_from_zero():
+    from pgtrade.cli_trading import at_tick, money
+
+    assert [money(Decimal(v)) for v in ("2.345", "-2.345", "2.344", "92547.99772", "0")] == [
+        "2.35",
+        "-2.35",
+        "2.34",
+        "92548.00",
+        "0.00",
+    ]
+    assert at_tick(Decimal("451.095435"), Decimal("0.01")) == "451.10"
+    assert at_tick(Decimal("1.125"), Decimal("0.25")) == "1.25"  # 4.5 ticks -> 5
+    assert at_tick(Decimal("1.0845650"), Decimal("0.00001")) == "1.08457"
+    assert at_tick(Decimal("1.0845649"), Decimal("0.00001")) == "1.08456"
+    assert at_tick(Decimal("3401.5"), Decimal("1")) == "3402"
+    assert at_tick(None, Decimal("0.01")) == "" and at_tick(Decimal("7.123"), None) == "7.123"

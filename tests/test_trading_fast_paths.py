@@ -1,5 +1,5 @@
 """The performance paths give the same answers as the general ones: the live bar trigger's one-pass pre-check (skip
-trading.match_orders when no resting order is in reach, mark from the latest bar) against trading.mark_positions and
+internal.match_orders when no resting order is in reach, mark from the latest bar) against internal.mark_positions and
 the candidate rule; the clock taken from the locked account row; the events NOTIFY sent with its row."""
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def test_out_of_reach_symbol_is_marked_and_fills_nothing(db):
 
 def test_trigger_mark_equals_mark_positions_on_mixed_intervals(db):
     """Bars of two intervals closing at the same time: the shorter interval's close is the mark, in the live
-    trigger as in trading.mark_positions (which advance_clock uses)."""
+    trigger as in internal.mark_positions (which advance_clock uses)."""
     minute = _live_symbol(db, "TRDFPC")
     hour = minute.replace(minute=0) - timedelta(hours=1)
     a = account(db, "fast-c", kind="live", clock=None)
@@ -69,7 +69,7 @@ def test_trigger_mark_equals_mark_positions_on_mixed_intervals(db):
     assert position(db, a, "TRDFPC")["last_price"] == Decimal("100.75")
     assert position(db, b, "TRDFPC")["last_price_at"] is None  # backtest accounts: not by live bars
     marked = db.execute(
-        "SELECT trading.mark_positions(ARRAY[ROW(%s, %s, %s, %s, %s, %s, %s, 1000)::market.ohlcv,"
+        "SELECT internal.mark_positions(ARRAY[ROW(%s, %s, %s, %s, %s, %s, %s, 1000)::market.ohlcv,"
         " ROW(%s, %s, %s, %s, %s, %s, %s, 1000)::market.ohlcv], %s)",
         (*rows[0], *rows[1], b),
     ).fetchone()[0]
@@ -79,7 +79,7 @@ def test_trigger_mark_equals_mark_positions_on_mixed_intervals(db):
 def test_may_act_is_the_candidate_rule(db):
     """Limit 100, stop 90, bars spanning [101, 105] (entirely above the limit)."""
     cases = db.execute("""
-        SELECT t, s, trg, trading.may_act(t, s, trg, 100, 90, 101, 105)
+        SELECT t, s, trg, internal.may_act(t, s, trg, 100, 90, 101, 105)
         FROM unnest(ARRAY['market', 'limit', 'stop', 'stop_limit']) t, unnest(ARRAY['buy', 'sell']) s,
              unnest(ARRAY[false, true]) trg""").fetchall()
     got = {(t, s, trg): r for t, s, trg, r in cases}

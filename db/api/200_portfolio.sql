@@ -14,8 +14,8 @@ SELECT a.id AS account_id, a.name AS account, a.currency, a.kind, a.paused, c.no
                        / coalesce(s.total_value, a.initial_cash) * 100, 4) END AS day_change_pct
 FROM trading.accounts a
 CROSS JOIN LATERAL (SELECT CASE a.clock_mode WHEN 'manual' THEN a.clock_ts ELSE now() END AS now) c
-LEFT JOIN LATERAL (SELECT sum(x.market_value) AS mv, sum(x.unrealized_pnl) AS upnl
-                   FROM trading.positions x WHERE x.account_id = a.id AND x.qty <> 0) p ON true
+LEFT JOIN LATERAL (SELECT sum(v.value) AS mv, sum(v.unrealized_pnl) AS upnl  -- the valuation rule
+                   FROM trading.position_values v WHERE v.account_id = a.id AND v.qty <> 0) p ON true
 LEFT JOIN LATERAL (SELECT ps.total_value FROM trading.portfolio_snapshots ps
                    WHERE ps.account_id = a.id AND ps.ts < date_trunc('day', c.now, 'UTC')
                    ORDER BY ps.ts DESC LIMIT 1) s ON true

@@ -1,27 +1,4 @@
--- Accounts: the clock (the only source of "now" in trading logic), creation and configuration.
-
--- The clock rule, in one place. A scalar SQL function without FROM, so it is inlined wherever it is called:
--- procedures that already hold the account row take the time from it without reading the row again.
-CREATE OR REPLACE FUNCTION trading.account_clock(clock_mode text, clock_ts timestamptz)
-RETURNS timestamptz
-LANGUAGE sql STABLE PARALLEL SAFE
-AS $$ SELECT CASE account_clock.clock_mode WHEN 'manual' THEN account_clock.clock_ts ELSE now() END $$;
-COMMENT ON FUNCTION trading.account_clock IS
-  'The clock rule: now() for a wall-clock account, clock_ts for a manual-clock one (from an account row already read; trading.account_now reads it by id).';
-
--- PL/pgSQL rather than SQL on purpose: a SQL function that reads a table cannot be inlined into an expression, and
--- then re-plans its query on every call (~0.1 ms); PL/pgSQL keeps the plan (~0.01 ms).
-CREATE OR REPLACE FUNCTION trading.account_now(account_id bigint)
-RETURNS timestamptz
-LANGUAGE plpgsql STABLE
-AS $$
-BEGIN
-  RETURN (SELECT trading.account_clock(a.clock_mode, a.clock_ts)
-          FROM trading.accounts a WHERE a.id = account_now.account_id);
-END
-$$;
-COMMENT ON FUNCTION trading.account_now IS
-  'The account''s clock: now() for wall-clock accounts, clock_ts for manual-clock (backtest/replay) accounts. Trading procedures take time from here only (or from trading.account_clock on the account row they hold).';
+-- Accounts: creation, configuration, pause. Their clock is in trading_clock.sql.
 
 CREATE OR REPLACE FUNCTION trading.configure_account(account_id bigint, settings jsonb)
 RETURNS trading.accounts

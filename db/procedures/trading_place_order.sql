@@ -26,6 +26,7 @@ DECLARE
   _est numeric;
   _value numeric;
   _pos_qty numeric := 0;
+  _pos_value numeric;
   _reserved_cash numeric := 0;
   _reserved_sell numeric := 0;
   _pv numeric;
@@ -118,7 +119,7 @@ BEGIN
                                _a.slippage_bps, NULL, _last, _last, _last, 0) f;
       END IF;
     ELSIF _type = 'stop' THEN
-      _est := round(place_order.stop_price * (1 + CASE _side WHEN 'buy' THEN 1 ELSE -1 END * _a.slippage_bps / 10000), 8);
+      _est := trading.slipped_price(place_order.stop_price, _side, _a.slippage_bps);  -- fills as market once triggered
     ELSE
       _est := place_order.limit_price;
     END IF;
@@ -135,7 +136,8 @@ BEGIN
   -- Pre-trade risk checks
   IF _code IS NULL THEN
     _value := place_order.qty * _est;
-    SELECT coalesce(p.qty, 0) INTO _pos_qty FROM trading.positions p WHERE p.account_id = _a.id AND p.symbol = _sym;
+    SELECT p.qty, p.value INTO _pos_qty, _pos_value
+    FROM trading.position_values p WHERE p.account_id = _a.id AND p.symbol = _sym;
     _pos_qty := coalesce(_pos_qty, 0);
     SELECT coalesce(sum((o.qty - o.filled_qty) * o.est_price
                         + trading.commission(_a.commission_rate, _a.commission_min, (o.qty - o.filled_qty) * o.est_price, o.filled_qty = 0))
@@ -151,21 +153,23 @@ BEGIN
 
     IF _a.max_order_value IS NOT NULL AND _value > _a.max_order_value THEN
       _code := 'TR005'; _reason := format('order value %s exceeds the limit %s', round(_value, 2), _a.max_order_value);
-    ELSIF _side = 'buy' AND _a.max_gross_leverage <= 1
-          AND _value + trading.commission(_a.commission_rate, _a.commission_min, _value, true) > _a.cash - _reserved_cash THEN
-      _code := 'TR001';
+    ELSE
+      -- the affordability rule on the estimate, against what open orders have not reserved yet
+      _code := trading.affordability(_side, place_order.qty, _est, true, _a.cash - _reserved_cash,
+                                     _pos_qty - _reserved_sell, _a.commission_rate, _a.commission_min,
+                                     _a.max_gross_leverage, _a.allow_short);
+    END IF;
+    IF _code = 'TR001' THEN
       _reason := format('insufficient cash: order needs %s including commission, available %s (cash %s less %s reserved by open buy orders)',
                         round(_value + trading.commission(_a.commission_rate, _a.commission_min, _value, true), 2),
                         round(_a.cash - _reserved_cash, 2), round(_a.cash, 2), round(_reserved_cash, 2));
-    ELSIF _side = 'sell' AND NOT _a.allow_short AND place_order.qty > _pos_qty - _reserved_sell THEN
-      _code := 'TR002';
+    ELSIF _code = 'TR002' THEN
       _reason := format('insufficient position: selling %s, holding %s of which %s are in open sell orders; shorting is not allowed',
                         place_order.qty, _pos_qty, _reserved_sell);
-    ELSIF abs(_result_qty) > abs(_pos_qty) THEN
-      SELECT _a.cash + coalesce(sum(p.qty * coalesce(p.last_price, p.cost_basis / nullif(p.qty, 0), 0)), 0),
-             coalesce(sum(abs(p.qty * coalesce(p.last_price, 0))) FILTER (WHERE p.symbol <> _sym), 0)
-        INTO _pv, _other_gross
-      FROM trading.positions p WHERE p.account_id = _a.id AND p.qty <> 0;
+    ELSIF _code IS NULL AND abs(_result_qty) > abs(_pos_qty) THEN
+      -- portfolio value and gross exposure as trading.portfolio states them (in FROM: inlined into this plan)
+      SELECT v.total_value, v.gross_exposure - abs(coalesce(_pos_value, 0)) INTO _pv, _other_gross
+      FROM trading.portfolio(_a.id) v;
       IF abs(_result_qty) * _est > _a.max_position_pct / 100 * _pv THEN
         _code := 'TR003';
         _reason := format('resulting position %s x %s = %s exceeds %s%% of portfolio value %s',
@@ -191,14 +195,14 @@ BEGIN
   RETURNING * INTO _o;
 
   IF _code IS NOT NULL THEN
-    PERFORM trading.emit(_a.id, 'order_rejected', _o.id, _now,
-                         jsonb_build_object('code', _code, 'reason', _reason, 'symbol', _o.symbol));
+    PERFORM internal.emit(_a.id, 'order_rejected', _o.id, _now,
+                          jsonb_build_object('code', _code, 'reason', _reason, 'symbol', _o.symbol));
     RETURN _o;
   END IF;
-  PERFORM trading.emit(_a.id, 'order_accepted', _o.id, _now,
-                       jsonb_build_object('symbol', _sym, 'side', _side, 'type', _type, 'qty', place_order.qty));
+  PERFORM internal.emit(_a.id, 'order_accepted', _o.id, _now,
+                        jsonb_build_object('symbol', _sym, 'side', _side, 'type', _type, 'qty', place_order.qty));
   IF _type = 'market' THEN
-    PERFORM trading.apply_fill(_o.id, place_order.qty, _est, _last, _last, NULL);
+    PERFORM internal.apply_fill(_o.id, place_order.qty, _est, _last, _last, NULL);
     SELECT * INTO _o FROM trading.orders o WHERE o.id = _o.id;
   END IF;
   RETURN _o;
@@ -206,50 +210,3 @@ END
 $$;
 COMMENT ON FUNCTION trading.place_order IS
   'Place an order. Validates and runs the pre-trade risk checks under the account lock; a failed check records the order as rejected (reject_code, reject_reason) and returns it (no exception). Market orders fill at once at the last price plus slippage; limit, stop and stop_limit orders rest until a bar crosses them. Raises TR013 for an unknown account and TR012 for a reused client_order_id with different parameters.';
-
-CREATE OR REPLACE FUNCTION trading.cancel_order(order_id bigint, reason text DEFAULT 'cancelled on request')
-RETURNS trading.orders
-LANGUAGE plpgsql
-AS $$
-DECLARE
-  _o trading.orders;
-BEGIN
-  SELECT * INTO _o FROM trading.orders o WHERE o.id = cancel_order.order_id;
-  IF NOT FOUND THEN
-    RAISE EXCEPTION 'unknown order %', coalesce(cancel_order.order_id::text, 'NULL') USING ERRCODE = 'TR014',
-      HINT = 'pass the id of an order of this account';
-  END IF;
-  PERFORM 1 FROM trading.accounts a WHERE a.id = _o.account_id FOR UPDATE;
-  SELECT * INTO _o FROM trading.orders o WHERE o.id = cancel_order.order_id FOR UPDATE;
-  IF _o.status NOT IN ('new', 'accepted', 'partially_filled') THEN
-    RAISE EXCEPTION 'order % is already %', _o.id, _o.status USING ERRCODE = 'TR015',
-      DETAIL = format('filled %s of %s', _o.filled_qty, _o.qty),
-      HINT = 'only accepted or partially filled orders can be cancelled';
-  END IF;
-  RETURN trading.end_order(_o.id, 'cancelled', coalesce(cancel_order.reason, 'cancelled on request'));
-END
-$$;
-COMMENT ON FUNCTION trading.cancel_order IS
-  'Cancel an open order (the filled part stays). Raises TR014 for an unknown order, TR015 for an order that is already final.';
-
-CREATE OR REPLACE FUNCTION trading.close_position(account_id bigint, symbol text, client_order_id text DEFAULT NULL)
-RETURNS trading.orders
-LANGUAGE plpgsql
-AS $$
-DECLARE
-  _qty numeric;
-BEGIN
-  PERFORM 1 FROM trading.accounts a WHERE a.id = close_position.account_id FOR UPDATE;
-  SELECT p.qty INTO _qty FROM trading.positions p
-  WHERE p.account_id = close_position.account_id AND p.symbol = upper(btrim(close_position.symbol));
-  IF coalesce(_qty, 0) = 0 THEN
-    RAISE EXCEPTION 'no open position in % on account %', close_position.symbol, close_position.account_id
-      USING ERRCODE = 'TR002', HINT = 'list open positions in trading.positions (qty <> 0)';
-  END IF;
-  RETURN trading.place_order(close_position.account_id, close_position.symbol,
-                             CASE WHEN _qty > 0 THEN 'sell' ELSE 'buy' END, abs(_qty), 'market',
-                             client_order_id => close_position.client_order_id);
-END
-$$;
-COMMENT ON FUNCTION trading.close_position IS
-  'Close a position with a market order for its whole quantity (cancels its bracket orders when it fills); the order row is returned (it may be rejected, e.g. TR008 without a fresh price). Raises TR002 when there is no open position.';

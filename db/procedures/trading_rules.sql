@@ -1,5 +1,6 @@
--- The pure rules: commission, the P&L step (average cost), and the fill rule. No table access, so they are
--- the same in live trading, backtests and the ledger replay.
+-- The pure rules: commission, the P&L step (average cost), slippage, affordability, and the fill rule. No table
+-- access, so they are the same in live trading, backtests and the ledger replay. (The valuation rule is the view
+-- trading.position_values, so that api views can use it: trading_position_values.sql.)
 
 CREATE OR REPLACE FUNCTION trading.commission(rate numeric, minimum numeric, notional numeric, first_fill boolean)
 RETURNS numeric
@@ -47,6 +48,46 @@ $$;
 COMMENT ON FUNCTION trading.pnl_step IS
   'The P&L rule (average cost): a position (qty, cost_basis) after a signed fill at price, and the realized P&L (gross of commission). Handles partial closes and flips through zero.';
 
+-- The slippage rule: market and stop fills (and the price place_order estimates for them) pay slippage_bps on
+-- the reference price, buys up and sells down, rounded to 8 places. The price is named once in the body, so the
+-- function is inlined even when the argument is a large expression (fill_rule passes its CASE).
+CREATE OR REPLACE FUNCTION trading.slipped_price(price numeric, side text, slippage_bps numeric)
+RETURNS numeric
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+  SELECT round(slipped_price.price * CASE slipped_price.side WHEN 'buy' THEN 1 + slipped_price.slippage_bps / 10000
+                                                             ELSE 1 - slipped_price.slippage_bps / 10000 END, 8)
+$$;
+COMMENT ON FUNCTION trading.slipped_price IS
+  'The slippage rule: price x (1 + bps/10000) for a buy, x (1 - bps/10000) for a sell, rounded to 8 places.';
+
+-- The affordability rule, checked when an order is placed (on estimates, with what open orders reserve) and again
+-- when a resting order fills (on the fill's price, with what the account holds then):
+--   TR001 a buy on an account that may not borrow (max_gross_leverage <= 1) needs qty x price + commission (the
+--         minimum only on the order's first fill) <= the cash available;
+--   TR002 a sell on an account that may not short needs qty <= the position available.
+-- NULL when affordable. A scalar SQL function: inlined into the callers' cached plans.
+CREATE OR REPLACE FUNCTION trading.affordability(
+  side text, qty numeric, price numeric, first_fill boolean, cash numeric, position_qty numeric,
+  commission_rate numeric, commission_min numeric, max_gross_leverage numeric, allow_short boolean)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+  SELECT CASE
+           WHEN affordability.side = 'buy' AND affordability.max_gross_leverage <= 1
+                AND affordability.qty * affordability.price
+                    + trading.commission(affordability.commission_rate, affordability.commission_min,
+                                         affordability.qty * affordability.price, affordability.first_fill)
+                    > affordability.cash
+             THEN 'TR001'
+           WHEN affordability.side = 'sell' AND NOT affordability.allow_short
+                AND affordability.qty > coalesce(affordability.position_qty, 0)
+             THEN 'TR002'
+         END
+$$;
+COMMENT ON FUNCTION trading.affordability IS
+  'The affordability rule: TR001 when a buy (account without leverage) costs more than the available cash including commission, TR002 when a sell (account without shorting) exceeds the available position, else NULL.';
+
 -- The fill rule: what one bar (or a last price, passed as open = high = low = last) does to one order.
 --   market: fills at the open (the last price) plus slippage (buys up, sells down).
 --   limit: a buy fills when low <= limit at min(open, limit) (the open when the bar gaps through it); a sell when
@@ -69,10 +110,8 @@ AS $$
               ELSE least(fill_rule.remaining,
                          floor(fill_rule.volume * fill_rule.volume_cap_pct / 100 / fill_rule.qty_step) * fill_rule.qty_step)
          END,
-         CASE WHEN r.ref IS NULL THEN NULL
-              WHEN NOT r.slipped THEN r.ref
-              WHEN fill_rule.side = 'buy' THEN round(r.ref * (1 + fill_rule.slippage_bps / 10000), 8)
-              ELSE round(r.ref * (1 - fill_rule.slippage_bps / 10000), 8)
+         CASE WHEN r.ref IS NULL OR NOT r.slipped THEN r.ref
+              ELSE trading.slipped_price(r.ref, fill_rule.side, fill_rule.slippage_bps)
          END,
          r.ref
   FROM (

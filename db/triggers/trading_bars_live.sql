@@ -4,8 +4,8 @@
 -- backfills and corrections of history fire nothing. Note: an upsert that lands in a compressed chunk does not
 -- fire the UPDATE trigger (TimescaleDB); that only concerns corrections of old bars, which act on nothing anyway.
 -- One pass over the new bars computes what every step needs: the watermarks, each symbol's low/high (are any
--- resting orders in reach?) and its latest bar (the mark). The bars array for trading.match_orders is built only for
--- symbols where some live resting order is in reach of the bars (trading.may_act, the same candidate rule
+-- resting orders in reach?) and its latest bar (the mark). The bars array for internal.match_orders is built only for
+-- symbols where some live resting order is in reach of the bars (internal.may_act, the same candidate rule
 -- match_orders applies), so a batch that crosses no order costs one scan and a few aggregates.
 CREATE OR REPLACE FUNCTION trading.tg_bars__fire_live_orders()
 RETURNS trigger
@@ -47,9 +47,9 @@ BEGIN
     WHERE EXISTS (SELECT FROM trading.orders o JOIN trading.accounts a ON a.id = o.account_id
                   WHERE o.symbol = s.symbol AND o.status IN ('accepted', 'partially_filled') AND o.type <> 'market'
                     AND a.kind = 'live'
-                    AND trading.may_act(o.type, o.side, o.triggered, o.limit_price, o.stop_price, s.lo, s.hi))
+                    AND internal.may_act(o.type, o.side, o.triggered, o.limit_price, o.stop_price, s.lo, s.hi))
   ), latest AS (
-    -- the latest bar of each symbol by close time, the shorter interval on a tie (as trading.mark_positions)
+    -- the latest bar of each symbol by close time, the shorter interval on a tie (as internal.mark_positions)
     SELECT DISTINCT ON (nb.symbol) nb.symbol, nb.close, nb.close_at
     FROM nb JOIN per_symbol s ON s.symbol = nb.symbol AND s.close_at = nb.close_at
     ORDER BY nb.symbol, nb.step
@@ -64,9 +64,9 @@ BEGIN
     RETURN NULL;
   END IF;
   IF _bars IS NOT NULL THEN
-    PERFORM trading.match_orders(_bars, NULL);
+    PERFORM internal.match_orders(_bars, NULL);
   END IF;
-  PERFORM trading.mark_latest(_syms, _closes, _close_ats, NULL);
+  PERFORM internal.mark_latest(_syms, _closes, _close_ats, NULL);
   RETURN NULL;
 END
 $$;

@@ -1,7 +1,7 @@
 -- Resting orders (limit, stop, stop_limit, bracket children) against bars: the same code for live accounts
 -- (the bar triggers) and backtest accounts (trading.advance_clock).
 
-CREATE OR REPLACE FUNCTION trading.execute_bar_event(e trading.bar_event)
+CREATE OR REPLACE FUNCTION internal.execute_bar_event(e trading.bar_event)
 RETURNS boolean
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp  -- its own path: cached plans survive callers with different paths
@@ -12,6 +12,7 @@ DECLARE
   _now timestamptz;
   _qty numeric;
   _pos numeric;
+  _code text;
 BEGIN
   SELECT * INTO _o FROM trading.orders o WHERE o.id = e.order_id FOR UPDATE;
   IF _o.status NOT IN ('accepted', 'partially_filled') OR _o.last_bar_ts >= e.bar_ts THEN
@@ -22,7 +23,7 @@ BEGIN
   IF e.triggers AND NOT _o.triggered THEN
     UPDATE trading.orders o SET triggered = true, triggered_at = _now, last_bar_ts = e.bar_ts, updated_at = _now
      WHERE o.id = _o.id;
-    PERFORM trading.emit(_a.id, 'stop_triggered', _o.id, _now, jsonb_build_object(
+    PERFORM internal.emit(_a.id, 'stop_triggered', _o.id, _now, jsonb_build_object(
       'symbol', _o.symbol, 'stop_price', _o.stop_price, 'bar_ts', e.bar_ts, 'source', _o.source));
   ELSE
     UPDATE trading.orders o SET last_bar_ts = e.bar_ts WHERE o.id = _o.id;
@@ -31,36 +32,42 @@ BEGIN
     RETURN false;
   END IF;
 
-  -- Fill-time guards: the pre-trade checks were estimates; the account must still afford the fill.
+  -- Fill-time guards: the pre-trade checks were estimates; the account must still afford the fill (the same
+  -- affordability rule as place_order, on the fill price and what the account holds now).
   _qty := e.fill_qty;
-  IF _o.side = 'buy' AND _a.max_gross_leverage <= 1
-     AND _qty * e.price + trading.commission(_a.commission_rate, _a.commission_min, _qty * e.price, _o.filled_qty = 0) > _a.cash THEN
-    PERFORM trading.end_order(_o.id, 'cancelled', 'insufficient cash at fill time (TR001)');
-    RETURN false;
-  END IF;
   IF _o.side = 'sell' AND NOT _a.allow_short THEN
     SELECT p.qty INTO _pos FROM trading.positions p WHERE p.account_id = _a.id AND p.symbol = _o.symbol;
+  END IF;
+  _code := trading.affordability(_o.side, _qty, e.price, _o.filled_qty = 0, _a.cash, _pos, _a.commission_rate,
+                                 _a.commission_min, _a.max_gross_leverage, _a.allow_short);
+  IF _code = 'TR001' THEN
+    PERFORM internal.end_order(_o.id, 'cancelled', 'insufficient cash at fill time (TR001)');
+    RETURN false;
+  ELSIF _code = 'TR002' THEN
     IF coalesce(_pos, 0) <= 0 THEN
-      PERFORM trading.end_order(_o.id, 'cancelled', 'no position left to sell at fill time (TR002)');
+      PERFORM internal.end_order(_o.id, 'cancelled', 'no position left to sell at fill time (TR002)');
       RETURN false;
     END IF;
-    _qty := least(_qty, _pos);
+    _qty := _pos;  -- fill what is held; the rest is cancelled below
   END IF;
-  PERFORM trading.apply_fill(_o.id, _qty, e.price, e.ref_price, e.close, e.bar_ts);
+  PERFORM internal.apply_fill(_o.id, _qty, e.price, e.ref_price, e.close, e.bar_ts);
   IF _qty < e.fill_qty THEN
-    PERFORM trading.end_order(_o.id, 'cancelled', 'position exhausted: filled only what was held (TR002)');
+    PERFORM internal.end_order(_o.id, 'cancelled', 'position exhausted: filled only what was held (TR002)');
   END IF;
   RETURN true;
 END
 $$;
-COMMENT ON FUNCTION trading.execute_bar_event IS
-  'Internal: apply one bar event to an order (stop trigger, then the fill through trading.apply_fill after the fill-time cash and position guards). The caller holds the account lock.';
+COMMENT ON FUNCTION internal.execute_bar_event IS
+  'Internal: apply one bar event to an order (stop trigger, then the fill through internal.apply_fill after the fill-time cash and position guards). The caller holds the account lock.';
 
--- Can bars spanning [lo, hi] act on this resting order at all? The candidate rule of trading.match_orders, also
+-- Can bars spanning [lo, hi] act on this resting order at all? The candidate rule of internal.match_orders, also
 -- used by the live bar trigger to skip match_orders when no resting order of a symbol is in reach (a scalar SQL
--- function: inlined into both queries).
-CREATE OR REPLACE FUNCTION trading.may_act(type text, side text, triggered boolean, limit_price numeric,
-                                           stop_price numeric, lo numeric, hi numeric)
+-- function: inlined into both queries; so no SET search_path, which would stop the inlining; it names nothing but
+-- its parameters and pg_catalog's operators). It states the trigger and fill conditions of trading.fill_rule over a
+-- range of bars instead of one bar; tests/test_trading_rules_property.py holds the two together (whenever
+-- fill_rule acts on a bar, may_act over any range containing that bar's low and high is true).
+CREATE OR REPLACE FUNCTION internal.may_act(type text, side text, triggered boolean, limit_price numeric,
+                                            stop_price numeric, lo numeric, hi numeric)
 RETURNS boolean
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
@@ -71,10 +78,10 @@ AS $$
                   ELSE CASE may_act.side WHEN 'buy' THEN may_act.hi >= may_act.stop_price ELSE may_act.lo <= may_act.stop_price END
              END)
 $$;
-COMMENT ON FUNCTION trading.may_act IS
+COMMENT ON FUNCTION internal.may_act IS
   'Internal: whether bars whose lows and highs reach down to lo and up to hi can trigger or fill a resting order (the candidate rule; trading.fill_rule decides per bar).';
 
-CREATE OR REPLACE FUNCTION trading.match_orders(bars market.ohlcv[], account_id bigint DEFAULT NULL)
+CREATE OR REPLACE FUNCTION internal.match_orders(bars market.ohlcv[], account_id bigint DEFAULT NULL)
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp  -- its own path: cached plans survive callers with different paths
@@ -106,7 +113,7 @@ BEGIN
       JOIN trading.accounts a ON a.id = o.account_id
       JOIN market.instruments i ON i.symbol = o.symbol
       WHERE CASE WHEN match_orders.account_id IS NULL THEN a.kind = 'live' ELSE a.id = match_orders.account_id END
-        AND trading.may_act(o.type, o.side, o.triggered, o.limit_price, o.stop_price, ext.lo, ext.hi)
+        AND internal.may_act(o.type, o.side, o.triggered, o.limit_price, o.stop_price, ext.lo, ext.hi)
     ), firsts AS (
       SELECT DISTINCT ON (c.id)
              ROW(c.id, c.account_id, b.ts, b.step, b.close, f.triggers, f.fill_qty, f.price, f.ref_price)::trading.bar_event AS ev
@@ -126,7 +133,7 @@ BEGIN
     PERFORM 1 FROM trading.accounts a
     WHERE a.id IN (SELECT DISTINCT x.account_id FROM unnest(_events) x) ORDER BY a.id FOR UPDATE;
     FOREACH _e IN ARRAY _events LOOP
-      IF trading.execute_bar_event(_e) THEN
+      IF internal.execute_bar_event(_e) THEN
         _fills := _fills + 1;
       END IF;
     END LOOP;
@@ -134,42 +141,9 @@ BEGIN
   RETURN _fills;
 END
 $$;
-COMMENT ON FUNCTION trading.match_orders IS
+COMMENT ON FUNCTION internal.match_orders IS
   'Match resting orders against a set of bars: of live accounts (account_id NULL) or of one account. A bar acts on an order only if it opens at or after the order''s acceptance (no look-ahead) and after the last bar that acted on it. Returns the number of fills.';
 
--- The marking rule, in one place: open positions (of live accounts, or of one account) in these symbols take the
--- close of that symbol's latest bar, never moving backwards in time.
-CREATE OR REPLACE FUNCTION trading.mark_latest(symbols text[], closes numeric[], close_ats timestamptz[],
-                                               account_id bigint DEFAULT NULL)
-RETURNS integer
-LANGUAGE sql
-AS $$
-  WITH upd AS (
-    UPDATE trading.positions p
-       SET last_price = l.close, last_price_at = l.close_at
-      FROM unnest(mark_latest.symbols, mark_latest.closes, mark_latest.close_ats) l(symbol, close, close_at),
-           trading.accounts a
-     WHERE p.symbol = l.symbol AND a.id = p.account_id AND p.qty <> 0
-       AND CASE WHEN mark_latest.account_id IS NULL THEN a.kind = 'live' ELSE a.id = mark_latest.account_id END
-       AND (p.last_price_at IS NULL OR p.last_price_at <= l.close_at)
-    RETURNING 1
-  )
-  SELECT count(*)::int FROM upd
-$$;
-COMMENT ON FUNCTION trading.mark_latest IS
-  'Internal: mark open positions (of live accounts, or of one account) in the given symbols to the given close and close time (the latest bar of each symbol), never backwards.';
-
--- Mark positions to the latest of these bars (by close time), never backwards.
-CREATE OR REPLACE FUNCTION trading.mark_positions(bars market.ohlcv[], account_id bigint DEFAULT NULL)
-RETURNS integer
-LANGUAGE sql
-AS $$
-  SELECT trading.mark_latest(array_agg(l.symbol), array_agg(l.close), array_agg(l.close_at), mark_positions.account_id)
-  FROM (
-    SELECT DISTINCT ON (x.symbol) x.symbol, x.close, x.ts + iv.step AS close_at
-    FROM unnest(mark_positions.bars) x JOIN market.intervals iv ON iv.code = x.interval
-    ORDER BY x.symbol, x.ts + iv.step DESC, iv.step
-  ) l
-$$;
-COMMENT ON FUNCTION trading.mark_positions IS
-  'Mark open positions (of live accounts, or of one account) to the close of the latest of the given bars per symbol.';
+REVOKE ALL ON FUNCTION internal.execute_bar_event(trading.bar_event),
+  internal.may_act(text, text, boolean, numeric, numeric, numeric, numeric),
+  internal.match_orders(market.ohlcv[], bigint) FROM PUBLIC;

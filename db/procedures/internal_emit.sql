@@ -1,5 +1,5 @@
 -- The events outbox: a row per event and a small NOTIFY on channel pgtrade_events.
-CREATE OR REPLACE FUNCTION trading.emit(
+CREATE OR REPLACE FUNCTION internal.emit(
   account_id bigint, kind text, order_id bigint, ts timestamptz, payload jsonb DEFAULT '{}')
 RETURNS bigint
 LANGUAGE plpgsql
@@ -20,5 +20,6 @@ BEGIN
   RETURN _id;
 END
 $$;
-COMMENT ON FUNCTION trading.emit IS
+COMMENT ON FUNCTION internal.emit IS
   'Record an event in trading.events and NOTIFY pgtrade_events with {id, account_id, kind, order_id} (delivered at commit).';
+REVOKE ALL ON FUNCTION internal.emit(bigint, text, bigint, timestamptz, jsonb) FROM PUBLIC;

@@ -1,4 +1,4 @@
--- The one place that changes positions, cash and realized P&L: trading.apply_fill. Callers hold the account
+-- The one place that changes positions, cash and realized P&L: internal.apply_fill. Callers hold the account
 -- row lock (SELECT ... FOR UPDATE), so fills of one account are serialized.
 -- The internal functions that both place_order (the caller's search_path) and the live bar trigger (SECURITY
 -- DEFINER with search_path pg_catalog, pg_temp) call pin their own search_path: PostgreSQL re-plans a cached plan
@@ -6,35 +6,7 @@
 -- ingests bars re-planned every statement of the fill path at each switch (measured: 1.3 ms of a 4.6 ms
 -- bar-to-stop-loss fill). Everything in them is schema-qualified.
 
--- Close an open order as cancelled or expired (no lock on the account needed: no cash moves).
-CREATE OR REPLACE FUNCTION trading.end_order(order_id bigint, status text, reason text)
-RETURNS trading.orders
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp  -- its own path: cached plans survive callers with different paths
-AS $$
-DECLARE
-  _o trading.orders;
-  _now timestamptz;
-BEGIN
-  SELECT * INTO _o FROM trading.orders o WHERE o.id = end_order.order_id FOR UPDATE;
-  IF _o.status NOT IN ('new', 'accepted', 'partially_filled') THEN
-    RETURN _o;
-  END IF;
-  _now := trading.account_now(_o.account_id);
-  UPDATE trading.orders o
-     SET status = end_order.status, status_reason = end_order.reason, updated_at = _now, closed_at = _now
-   WHERE o.id = _o.id
-  RETURNING * INTO _o;
-  PERFORM trading.emit(_o.account_id, CASE end_order.status WHEN 'expired' THEN 'order_expired' ELSE 'order_cancelled' END,
-                       _o.id, _now, jsonb_build_object('symbol', _o.symbol, 'reason', end_order.reason,
-                                                       'filled_qty', _o.filled_qty));
-  RETURN _o;
-END
-$$;
-COMMENT ON FUNCTION trading.end_order IS
-  'Internal: mark an open order cancelled or expired with a reason and emit the event; a final order is returned unchanged.';
-
-CREATE OR REPLACE FUNCTION trading.apply_fill(
+CREATE OR REPLACE FUNCTION internal.apply_fill(
   order_id bigint, qty numeric, price numeric, ref_price numeric, mark_price numeric,
   bar_ts timestamptz DEFAULT NULL)
 RETURNS trading.fills
@@ -118,7 +90,7 @@ BEGIN
      WHERE o.id = _o.id
   )
   SELECT * INTO _fill FROM f;
-  PERFORM trading.emit(_a.id, 'fill', _o.id, _now, jsonb_build_object(
+  PERFORM internal.emit(_a.id, 'fill', _o.id, _now, jsonb_build_object(
     'fill_id', _fill.id, 'symbol', _o.symbol, 'side', _o.side, 'qty', apply_fill.qty, 'price', apply_fill.price,
     'source', _o.source, 'position', _step.new_qty));
 
@@ -137,9 +109,9 @@ BEGIN
         WHERE coalesce(k.lim, k.stp) IS NOT NULL
         RETURNING orders.id, orders.source, orders.side, orders.type, orders.qty
       LOOP
-        PERFORM trading.emit(_a.id, 'order_accepted', _child.id, _now,
-                             jsonb_build_object('symbol', _o.symbol, 'side', _child.side, 'type', _child.type,
-                                                'qty', _child.qty, 'source', _child.source, 'parent_id', _o.id));
+        PERFORM internal.emit(_a.id, 'order_accepted', _child.id, _now,
+                              jsonb_build_object('symbol', _o.symbol, 'side', _child.side, 'type', _child.type,
+                                                 'qty', _child.qty, 'source', _child.source, 'parent_id', _o.id));
       END LOOP;
     END IF;
   END IF;
@@ -152,7 +124,7 @@ BEGIN
       FOR UPDATE
     LOOP
       IF _child.qty - apply_fill.qty <= _child.filled_qty THEN
-        PERFORM trading.end_order(_child.id, 'cancelled', 'oco: the other bracket order filled');
+        PERFORM internal.end_order(_child.id, 'cancelled', 'oco: the other bracket order filled');
       ELSE
         UPDATE trading.orders c SET qty = c.qty - apply_fill.qty, updated_at = _now WHERE c.id = _child.id;
       END IF;
@@ -165,11 +137,13 @@ BEGIN
         AND c.source IN ('stop_loss', 'take_profit') AND c.status IN ('accepted', 'partially_filled')
         AND c.type <> 'market'  -- bracket children are stop or limit orders (orders_resting_by_account)
     LOOP
-      PERFORM trading.end_order(_child.id, 'cancelled', 'position reduced by order ' || _o.id);
+      PERFORM internal.end_order(_child.id, 'cancelled', 'position reduced by order ' || _o.id);
     END LOOP;
   END IF;
   RETURN _fill;
 END
 $$;
-COMMENT ON FUNCTION trading.apply_fill IS
+COMMENT ON FUNCTION internal.apply_fill IS
   'Internal, the one place positions change: record a fill of an order (caller holds the account lock) and apply it to the position (trading.pnl_step), cash, realized P&L, commissions, cash ledger, order status and brackets (children on entry fills, OCO, manual reduction cancels children).';
+
+REVOKE ALL ON FUNCTION internal.apply_fill(bigint, numeric, numeric, numeric, numeric, timestamptz) FROM PUBLIC;
