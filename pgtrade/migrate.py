@@ -156,7 +156,7 @@ def _require_superuser(conn: psycopg.Connection) -> None:
 # run defined (ops.repeatable_objects) and drops what a file no longer defines: a renamed trigger would otherwise
 # keep firing, and a function whose signature changed would leave its old overload behind. Objects of numbered
 # migrations never enter the list, so they are never dropped here.
-_PROJECT_SCHEMAS = ["market", "trading", "ml", "backtest", "ops"]
+_PROJECT_SCHEMAS = ["market", "trading", "internal", "ml", "backtest", "ops"]
 _DEFINED_NOW = """
     SELECT 'function', p.oid::regprocedure::text
     FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace

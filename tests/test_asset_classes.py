@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import shutil
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -13,7 +11,7 @@ import pytest
 from loaders.csv_loader import load_csv
 from loaders.sample import register_instrument
 from pgtrade.ingest import Bar, ingest
-from pgtrade.migrate import DB_DIR, migrate
+from pgtrade.migrate import migrate
 
 MONDAY = datetime(2024, 6, 3, tzinfo=UTC)
 NY_HOURS = (time(9, 30), time(16, 0))
@@ -76,27 +74,23 @@ def test_an_unknown_asset_class_is_a_clear_error(db):
         db.execute("SELECT market.upsert_instrument('BOND1'::text, NULL::text, 'bond'::text)")
 
 
-def test_migration_gives_auto_registered_instruments_their_class_session(scratch_db, tmp_path):
-    db_dir = tmp_path / "db"
-    shutil.copytree(DB_DIR, db_dir)
-    later = sorted(p for p in (db_dir / "schema").glob("*.sql") if p.name >= "0013")
-    held = tmp_path / "held"
-    held.mkdir()
-    for p in later:
-        shutil.move(p, held / p.name)
+def test_migration_gives_auto_registered_instruments_their_class_session(scratch_db):
+    """Instruments as the ingest path registered them before 0013 (the table's defaults: 24 hours UTC, weekdays,
+    step 1) get their class's session from 0013; one registered by hand keeps its own. The later migrations'
+    objects stay: 0013 runs again over them, as written."""
     with psycopg.connect(scratch_db, autocommit=True) as conn:
-        migrate(conn, db_dir)
-        # as the ingest path registered symbols before 0013: the table's defaults, 24 hours UTC
+        migrate(conn)
         conn.execute(
-            "INSERT INTO market.instruments (symbol, asset_class, auto_registered) VALUES ('AUTO1', 'stock', true), "
-            "('AUTO2', 'crypto', true)"
+            "INSERT INTO market.instruments (symbol, asset_class, auto_registered, session_tz, session_open, "
+            "session_close, trades_weekends, qty_step) VALUES ('AUTO1', 'stock', true, 'UTC', NULL, NULL, false, 1), "
+            "('AUTO2', 'crypto', true, 'UTC', NULL, NULL, false, 1)"
         )
         conn.execute(
             "INSERT INTO market.instruments (symbol, asset_class, session_tz) VALUES ('MINE', 'stock', 'Europe/Berlin')"
         )
-        for p in later:
-            shutil.move(held / p.name, Path(db_dir / "schema" / p.name))
-        migrate(conn, db_dir)
+        assert instrument(conn, "AUTO1")[:3] == ("UTC", None, None)
+        conn.execute("DELETE FROM ops.schema_migrations WHERE version = '0013'")
+        assert migrate(conn).applied == ["0013_market_asset_classes.sql"]
         assert instrument(conn, "AUTO1")[:4] == ("America/New_York", *NY_HOURS, False)
         assert instrument(conn, "AUTO2")[3:5] == (True, Decimal("0.00000001"))
         assert instrument(conn, "MINE")[:3] == ("Europe/Berlin", None, None)  # registered by hand: kept

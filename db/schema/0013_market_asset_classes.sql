@@ -1,5 +1,4 @@
--- Session defaults per asset class, in one place. (Written to run again harmlessly: a test on main that rebuilds a
--- database's state from before 0011 removes every later version from the ledger and migrates again.) The sample loader, the SQL auto-registration
+-- Session defaults per asset class, in one place (0014 adds the price tick). The sample loader, the SQL auto-registration
 -- (market.ingest_staged(..., auto_register => true, asset_class => ...)) and market.upsert_instrument all take an
 -- instrument's session and quantity step from here unless told otherwise. Before this, an auto-registered stock got
 -- a 24-hour UTC session while the sample loader gave stocks New York hours, so gap detection (market.missing_bars)

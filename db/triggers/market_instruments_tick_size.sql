@@ -1,12 +1,12 @@
 -- The default price tick of an instrument (migration 0014): by asset class, when none is given.
 
--- The tick rule: fx quotes to the fifth decimal (a pipette), everything else to the cent.
+-- The tick rule lives in market.asset_classes.tick_size (fx quotes to the fifth decimal, a pipette; the rest to the cent).
 CREATE OR REPLACE FUNCTION market.default_tick_size(asset_class text)
 RETURNS numeric
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$ SELECT CASE default_tick_size.asset_class WHEN 'fx' THEN 0.00001 ELSE 0.01 END $$;
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$ SELECT a.tick_size FROM market.asset_classes a WHERE a.asset_class = default_tick_size.asset_class $$;
 COMMENT ON FUNCTION market.default_tick_size IS
-  'The default price tick of an asset class: 0.00001 for fx, 0.01 for every other class.';
+  'The default price tick of an asset class (market.asset_classes.tick_size: 0.00001 for fx, 0.01 for the others).';
 
 -- Row-level and BEFORE (a NOT NULL column is checked after BEFORE triggers): an insert without a tick gets its
 -- class's default; a change of class moves a tick that was the old class's default to the new class's one.
