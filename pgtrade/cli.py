@@ -165,9 +165,17 @@ def db_migrate() -> None:
 
 def _do_migrate() -> None:
     from .migrate import migrate
+    from .pg_cron import reload_jobs
 
     with connect(autocommit=True) as conn:
         report = migrate(conn)
+        # pg_cron can miss the jobs a migration scheduled (see pgtrade/pg_cron.py)
+        if reload_jobs(conn) == "no privilege":
+            console.print(
+                "note: this login may not signal the server (pg_reload_conf); pg_cron picks up new jobs "
+                "at the next configuration reload or restart",
+                highlight=False,
+            )
     applied = ", ".join(report.applied) if report.applied else "none new"
     console.print(
         f"migrations applied: {applied} ({report.already} already applied); "

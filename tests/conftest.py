@@ -20,6 +20,7 @@ import pytest
 
 from pgtrade.cluster import Cluster, free_port
 from pgtrade.migrate import migrate
+from pgtrade.pg_cron import reload_jobs
 
 TEST_DB = "pgtrade_test"
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,6 +79,7 @@ def db_url(server_url: str) -> str:
     """The migrated test database (built once per session), with pgTAP."""
     with psycopg.connect(server_url, autocommit=True) as conn:
         migrate(conn)
+        reload_jobs(conn)  # as `pgtrade db up` does: pg_cron can miss the jobs a migration scheduled
         conn.execute("CREATE EXTENSION IF NOT EXISTS pgtap")
     return server_url
 
