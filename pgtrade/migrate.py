@@ -13,7 +13,7 @@ Who runs what (least privilege; the superuser's part is listed in ``db/superuser
   ``pgtrade_jobs``, so that pg_cron runs the jobs as that role). The ``api`` schema is dropped and rebuilt from
   ``db/api`` each time, so it holds exactly what the files define.
 - ``db/superuser/2_*.sql`` run as the superuser last (what must follow the migrations, e.g. TimescaleDB's job
-  owners).
+  owners); then pg_cron is told to reload its job list (``pgtrade.pg_cron``).
 
 A failing file stops the run with the file name, line and PostgreSQL's message.
 """
@@ -29,6 +29,7 @@ import psycopg
 from psycopg import sql
 
 from .errors import MigrationError
+from .pg_cron import reload_jobs
 
 DB_DIR = Path(__file__).resolve().parent.parent / "db"
 REPEATABLE_DIRS = ("procedures", "triggers", "jobs", "api")
@@ -47,6 +48,8 @@ class MigrationReport:
     already: int = 0
     repeatable: int = 0
     dropped: list[str] = field(default_factory=list)
+    #: what became of pg_cron's job list (pgtrade.pg_cron.reload_jobs)
+    cron: str = ""
 
 
 def numbered_files(db_dir: Path = DB_DIR) -> list[Path]:
@@ -136,6 +139,7 @@ def migrate(conn: psycopg.Connection, db_dir: Path = DB_DIR) -> MigrationReport:
         for path in superuser_files(db_dir, 2):
             _run_file(conn, path, db_dir)
     report.repeatable = len(files)
+    report.cron = reload_jobs(conn)  # pg_cron can miss the jobs a migration scheduled (pgtrade/pg_cron.py)
     return report
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -15,6 +14,7 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 from trading_support import D, bars, instrument
+from waiting import eventually
 
 from pgtrade.cli import main
 
@@ -120,20 +120,37 @@ def test_user_errors_are_one_line(trading_env):
         assert len([ln for ln in r.output.splitlines() if ln.strip()]) <= 4, r.output  # click usage errors: 3 lines
 
 
-def test_events_follow_prints_events_as_they_happen(trading_env):
+def test_events_follow_prints_events_as_they_happen(trading_env, monkeypatch):
     sym, acct, url = trading_env
+    # the follower's session carries a name of its own, so the other client can see its LISTEN take effect
+    app = f"pgtrade-follow-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("PGTRADE_DATABASE_URL", psycopg.conninfo.make_conninfo(url, application_name=app))
+    errors: list[BaseException] = []
 
     def trade():  # another client (CliRunner is not thread-safe: plain SQL here)
-        time.sleep(0.5)
-        with psycopg.connect(url, autocommit=True) as conn:
-            aid = conn.execute("SELECT id FROM trading.accounts WHERE name = %s", (acct,)).fetchone()[0]
-            conn.execute("SELECT trading.place_order(%s, %s, 'buy', 1)", (aid, sym))
-            conn.execute("SELECT trading.place_order(%s, %s, 'buy', 100000)", (aid, sym))  # rejected: an event too
+        try:
+            with psycopg.connect(url, autocommit=True) as conn:
+                # LISTEN is in effect once the follower's session has run it and gone idle (autocommit)
+                eventually(
+                    lambda: conn.execute(
+                        "SELECT 1 FROM pg_stat_activity WHERE application_name = %s"
+                        " AND query = 'LISTEN pgtrade_events' AND state = 'idle'",
+                        (app,),
+                    ).fetchone(),
+                    timeout=15,
+                    what="the follower to LISTEN",
+                )
+                aid = conn.execute("SELECT id FROM trading.accounts WHERE name = %s", (acct,)).fetchone()[0]
+                conn.execute("SELECT trading.place_order(%s, %s, 'buy', 1)", (aid, sym))
+                conn.execute("SELECT trading.place_order(%s, %s, 'buy', 100000)", (aid, sym))  # rejected: an event
+        except BaseException as exc:  # reported by the test below, not lost in the thread
+            errors.append(exc)
 
     t = threading.Thread(target=trade)
     t.start()
     r = run("events", "follow", "--account", acct, "--max-events", 3, "--timeout", 20, "--json")
     t.join()
+    assert not errors, errors
     assert r.exit_code == 0, r.output
     events = [json.loads(ln) for ln in r.output.splitlines() if ln.startswith("{")]
     assert [e["kind"] for e in events] == ["order_accepted", "fill", "order_rejected"]

@@ -1,12 +1,17 @@
 """Schedules: pg_cron runs pgtrade's own jobs (for real, in the test database, which is the cluster's
-cron.database_name); TimescaleDB's job scheduler holds the storage policies."""
+cron.database_name); TimescaleDB's job scheduler runs the storage policies (for real too); api.health() reports a
+job whose last run failed."""
 
 from __future__ import annotations
 
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import psycopg
+from waiting import eventually
+
+from pgtrade.migrate import migrate
 
 EXPECTED_CRON = {
     "pgtrade-market-retention": ("17 3 * * *", "SELECT * FROM market.apply_retention()"),
@@ -26,31 +31,164 @@ def test_pgtrade_jobs_are_scheduled_in_pg_cron(db):
     assert jobs == EXPECTED_CRON
 
 
+FINISHED = """SELECT d.runid, d.status, d.return_message FROM cron.job_run_details d JOIN cron.job j USING (jobid)
+              WHERE j.jobname = %s AND d.runid > %s AND d.status IN ('succeeded', 'failed')
+              ORDER BY d.runid DESC LIMIT 1"""
+
+
+def cron_diagnosis(conn: psycopg.Connection, since_runid: int) -> str:
+    """What pg_cron did since the test began, for a failure message: every run (a run that could not start has
+    no start_time), and the background workers alive now (the pool is max_worker_processes)."""
+    runs = conn.execute(
+        """SELECT d.runid, j.jobname, d.status, d.start_time, d.end_time, left(d.return_message, 200)
+           FROM cron.job_run_details d LEFT JOIN cron.job j USING (jobid) WHERE d.runid > %s ORDER BY d.runid""",
+        (since_runid,),
+    ).fetchall()
+    workers = conn.execute(
+        "SELECT backend_type, count(*) FROM pg_stat_activity WHERE backend_type NOT IN ('client backend',"
+        " 'checkpointer', 'background writer', 'walwriter', 'autovacuum launcher', 'autovacuum worker')"
+        " GROUP BY 1 ORDER BY 1"
+    ).fetchall()
+    limits = conn.execute(
+        "SELECT string_agg(name || '=' || setting, ' ' ORDER BY name) FROM pg_settings WHERE name IN"
+        " ('max_worker_processes', 'max_parallel_workers', 'timescaledb.max_background_workers',"
+        " 'cron.max_running_jobs')"
+    ).fetchone()[0]
+    return f"runs since: {runs}; background workers now: {workers}; {limits}"
+
+
+def wait_for_run(conn: psycopg.Connection, job: str, since_runid: int, timeout: float) -> tuple:
+    """The newest finished run of ``job`` after ``since_runid`` (bounded wait; the failure lists what pg_cron did)."""
+    deadline = time.monotonic() + timeout
+    while (run := conn.execute(FINISHED, (job, since_runid)).fetchone()) is None:
+        if time.monotonic() > deadline:
+            diagnosis = cron_diagnosis(conn, since_runid)
+            raise AssertionError(f"pg_cron finished no run of {job} in {timeout:g} s: {diagnosis}")
+        time.sleep(0.5)
+    return run
+
+
 def test_pg_cron_really_runs_the_snapshot_job(db_url):
-    """Bounded wait (pg_cron 1.4 runs at most once a minute) for the every-minute job to run and write a snapshot
-    of the default live account."""
-    started = datetime.now(UTC)
-    deadline = time.monotonic() + 130
+    """pg_cron 1.4 runs at most once a minute: a bounded wait (two minute boundaries and a margin) for the
+    every-minute snapshot job, scheduled by the migration, to run and write a snapshot of the default live account.
+    Nothing here touches cron.job first: a change to it would make pg_cron reload its job list and hide a launcher
+    that missed the migration's jobs (pgtrade/pg_cron.py).
+
+    New runs are told by runid, not by time: a run that pg_cron could not start (e.g. no free background worker)
+    is recorded 'failed' with no start_time, and must show up here as that failure, not as a silent timeout."""
     with psycopg.connect(db_url, autocommit=True) as conn:
-        while True:
-            run = conn.execute(
-                """SELECT d.status, d.return_message FROM cron.job_run_details d JOIN cron.job j USING (jobid)
-                   WHERE j.jobname = 'pgtrade-trading-snapshots' AND d.start_time >= %s
-                     AND d.status IN ('succeeded', 'failed')
-                   ORDER BY d.runid DESC LIMIT 1""",
-                (started,),
-            ).fetchone()
-            if run or time.monotonic() > deadline:
-                break
-            time.sleep(1)
-        assert run is not None, "pg_cron did not run pgtrade-trading-snapshots within 130 s"
-        assert run[0] == "succeeded", run
+        since = conn.execute("SELECT coalesce(max(runid), 0) FROM cron.job_run_details").fetchone()[0]
+        started = conn.execute("SELECT now()").fetchone()[0]
+        run = wait_for_run(conn, "pgtrade-trading-snapshots", since, 130)
+        assert run[1] == "succeeded", cron_diagnosis(conn, since)
         snapshot = conn.execute(
             """SELECT count(*) FROM trading.portfolio_snapshots s JOIN trading.accounts a ON a.id = s.account_id
                WHERE a.name = 'default' AND s.ts >= %s""",
             (started,),
         ).fetchone()[0]
         assert snapshot >= 1
+
+
+def test_health_names_a_failing_pg_cron_job(db_url):
+    """A job of pgtrade's (scheduled as pgtrade_jobs, like db/jobs) that raises runs at the next minute boundary
+    (bounded wait) and api.health() must name it as failing; once it is unscheduled, health no longer mentions it."""
+    failing = f"pgtrade-test-failing-{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        since = conn.execute("SELECT coalesce(max(runid), 0) FROM cron.job_run_details").fetchone()[0]
+        with conn.transaction():
+            conn.execute("SET LOCAL ROLE pgtrade_jobs")
+            conn.execute("SELECT cron.schedule(%s, '* * * * *', 'SELECT 1/0')", (failing,))
+        try:
+            run = wait_for_run(conn, failing, since, 130)
+            assert run[1] == "failed" and "division by zero" in run[2], run
+            health = conn.execute("SELECT api.health()").fetchone()[0]
+            assert health["status"] == "failing"
+            named = [p for p in health["problems"] if p["kind"] == "pg_cron" and p["job"] == failing]
+            assert named and named[0]["last_status"] == "failed", health["problems"]
+        finally:
+            with conn.transaction():
+                conn.execute("SET LOCAL ROLE pgtrade_jobs")  # unschedule(name) finds the job of the current role
+                conn.execute("SELECT cron.unschedule(%s)", (failing,))
+        health = conn.execute("SELECT api.health()").fetchone()[0]
+        assert not [p for p in health["problems"] if p.get("job") == failing]
+
+
+def test_timescaledb_scheduler_itself_runs_the_policies_to_success(db_url):
+    """Not run_job: each market policy is made due now, and TimescaleDB's own scheduler must run it and record
+    'Success' for a run that started after this test did (bounded wait)."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        jobs = dict(
+            conn.execute(
+                """SELECT job_id, hypertable_name || ':' || proc_name FROM timescaledb_information.jobs
+                   WHERE hypertable_schema = 'market' AND scheduled"""
+            ).fetchall()
+        )
+        assert sorted(jobs.values()) == [
+            "bars:policy_compression",
+            "bars_1d:policy_refresh_continuous_aggregate",
+            "bars_1h:policy_refresh_continuous_aggregate",
+            "bars_5m:policy_refresh_continuous_aggregate",
+        ]
+        started = conn.execute("SELECT now()").fetchone()[0]
+        for job_id in jobs:
+            conn.execute("SELECT alter_job(%s, next_start => now())", (job_id,))
+        stats_q = """SELECT job_id, last_run_status, last_run_started_at, last_successful_finish, total_failures
+                     FROM timescaledb_information.job_stats WHERE job_id = ANY(%s) ORDER BY job_id"""
+
+        def all_succeeded():
+            stats = conn.execute(stats_q, (list(jobs),)).fetchall()
+            done = [s for s in stats if s[2] is not None and s[2] >= started and s[1] is not None and s[3] is not None]
+            return stats if len(done) == len(jobs) else None
+
+        try:
+            stats = eventually(all_succeeded, timeout=120, interval=0.5, what="the scheduler to run the 4 policies")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {conn.execute(stats_q, (list(jobs),)).fetchall()}") from None
+        assert [(jobs[s[0]], s[1]) for s in stats] == [(jobs[s[0]], "Success") for s in stats]
+        assert all(s[3] >= started for s in stats)
+
+
+def test_health_is_ok_only_while_every_job_succeeds(scratch_db):
+    """On a database of its own (so no other test's job can make it fail): ok once the policies' first runs
+    succeeded, 'failing' naming the job while a TimescaleDB job's last run failed for real, ok again once that job
+    is gone."""
+    with psycopg.connect(scratch_db, autocommit=True) as conn:
+        migrate(conn)
+
+        def health() -> dict:
+            return conn.execute("SELECT api.health()").fetchone()[0]
+
+        # the policies ran when the migration created them (and a run may have met the migration's locks): run them
+        # again now, so the wait below is for runs of the finished database
+        conn.execute(
+            "SELECT alter_job(job_id, next_start => now()) FROM timescaledb_information.jobs WHERE job_id >= 1000"
+        )
+
+        def all_ok() -> dict | None:
+            h = health()
+            ran = all(j["last_status"] == "Success" for j in h["timescaledb_jobs"])
+            return h if ran and h["status"] == "ok" else None
+
+        ok = eventually(all_ok, timeout=60, interval=0.5, what="the policies to succeed and status ok")
+        assert ok["problems"] == [] and ok["pg_cron"] is None  # pg_cron serves the test database, not this one
+        assert len(ok["timescaledb_jobs"]) == 4
+        conn.execute(
+            """CREATE PROCEDURE ops.zz_failing_job(job_id int, config jsonb) LANGUAGE plpgsql AS $$
+               BEGIN RAISE EXCEPTION 'this job fails on purpose'; END $$"""
+        )
+        job = conn.execute(
+            "SELECT add_job('ops.zz_failing_job', '1 hour', initial_start => now(), fixed_schedule => false)"
+        ).fetchone()[0]
+        try:
+            bad = eventually(
+                lambda: health()["status"] == "failing" and health(), timeout=60, what="the failing job in health"
+            )
+            assert [(p["kind"], p["job_id"], p["proc"], p["last_status"]) for p in bad["problems"]] == [
+                ("timescaledb", job, "ops.zz_failing_job", "Failed")
+            ]
+        finally:
+            conn.execute("SELECT delete_job(%s)", (job,))
+        assert health()["status"] == "ok" and health()["problems"] == []
 
 
 def test_timescaledb_policies_exist_and_do_their_work_when_run(db_url, unique_symbol):

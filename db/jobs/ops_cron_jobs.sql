@@ -1,4 +1,5 @@
--- What pg_cron did with pgtrade's jobs, for api.health and operators. pg_cron's row-level security shows a job and
+-- What pg_cron did with pgtrade's jobs, for api.health and operators: each job with its last finished run (a run
+-- in progress is judged by the one before it). pg_cron's row-level security shows a job and
 -- its runs only to the role that runs it, so this function is defined here, in db/jobs, which migrate applies as
 -- pgtrade_jobs: it is owned by that role and, SECURITY DEFINER, reads exactly pgtrade's jobs. Only the owner role
 -- may call it (api.health runs as the owner).
@@ -16,7 +17,8 @@ BEGIN
     SELECT j.jobname::text, j.schedule, j.command, j.active, r.status, r.start_time, r.end_time, r.return_message
     FROM cron.job j
     LEFT JOIN LATERAL (SELECT d.status, d.start_time, d.end_time, d.return_message FROM cron.job_run_details d
-                       WHERE d.jobid = j.jobid ORDER BY d.runid DESC LIMIT 1) r ON true
+                       WHERE d.jobid = j.jobid AND d.status IN ('succeeded', 'failed')
+                       ORDER BY d.runid DESC LIMIT 1) r ON true
     WHERE j.database = current_database()
     ORDER BY j.jobid $q$;
 END
@@ -24,4 +26,4 @@ $$;
 REVOKE ALL ON FUNCTION ops.cron_jobs() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ops.cron_jobs() TO pgtrade_owner;
 COMMENT ON FUNCTION ops.cron_jobs() IS
-  'pgtrade''s pg_cron jobs in this database with their last run (status, start, end, message); empty where pg_cron runs in another database.';
+  'pgtrade''s pg_cron jobs in this database with their last finished run (status, start, end, message); empty where pg_cron runs in another database.';

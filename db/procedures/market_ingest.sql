@@ -64,7 +64,6 @@ RETURNS TABLE (symbol text, inserted bigint, updated bigint, unchanged bigint, r
 LANGUAGE plpgsql
 AS $$
 DECLARE
-  _attempt int;
   _append_only boolean;
   _refused jsonb;
   _superseded constant text := 'superseded by a later row for the same bar in this load';
