@@ -14,6 +14,7 @@ from pathlib import Path
 import injection_canary
 import psycopg
 import pytest
+from postgrest import apply_role_settings, role_settings
 from psycopg import sql
 from psycopg.rows import dict_row
 from trading_support import T0, account, advance, bars, instrument
@@ -85,15 +86,19 @@ def request(
     claims: dict | None = None,
     account_claim: str | None = None,
 ) -> Response:
-    """One PostgREST request inside the test's transaction (a savepoint stands in for its transaction)."""
+    """One PostgREST request inside the test's transaction (a savepoint stands in for its transaction), with the
+    role's own settings applied as PostgREST applies them (tests/postgrest.py)."""
     assert role in ROLES
     claims = dict(claims if claims is not None else {"role": role})
     if account_claim is not None:
         claims["account"] = account_claim
+    settings = role_settings(conn, role)
+    before = {name: conn.execute("SELECT current_setting(%s)", (name,)).fetchone()[0] for name in settings}
     try:
         with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
             cur.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role)))
             cur.execute("SELECT set_config('request.jwt.claims', %s, true)", (json.dumps(claims),))
+            apply_role_settings(conn, settings)  # the role's statement_timeout etc., as PostgREST applies them
             cur.execute(query, params)
             rows = cur.fetchall()
             status = cur.execute("SELECT current_setting('response.status', true) AS s").fetchone()["s"]
@@ -106,6 +111,7 @@ def request(
     finally:
         conn.execute("RESET ROLE")
         conn.execute("SELECT set_config('request.jwt.claims', '', true), set_config('response.status', '', true)")
+        apply_role_settings(conn, before)  # the test's own transaction goes on without the web role's limits
     return Response(rows, int(status) if status else 200)
 
 

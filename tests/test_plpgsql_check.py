@@ -25,6 +25,7 @@ FAILING_LEVELS = ("error", "warning", "warning extra", "security")
 # they are created first in this session the way the application creates them (rolled back with the test).
 RUNTIME_TEMP_TABLES = (
     "SELECT market.ingest_begin()",  # pg_temp.bars_staging (market.ingest_*)
+    "SELECT market.csv_begin()",  # pg_temp.csv_staging (market.csv_begin, market.ingest_csv)
     "SELECT count(*) FROM trading.replay_positions(NULL)",  # replay_state (trading.replay_positions)
 )
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from postgrest import apply_role_settings, role_settings
 from psycopg import sql
 
 from pgtrade.migrate import migrate
@@ -120,22 +121,11 @@ def test_superuser_owned_objects_must_be_listed_and_kept_away_from_the_web(db):
 
 def impersonate(conn: psycopg.Connection, role: str, claims: dict | None = None) -> dict[str, str]:
     """What PostgREST (v12) does at the start of each request's transaction: switch to the JWT's role, set the claims,
-    and apply the impersonated role's own settings (ALTER ROLE ... SET, read from pg_db_role_setting for this
-    database or all databases) as transaction-scoped settings. Returns the settings applied."""
-    settings = dict(
-        s.split("=", 1)
-        for (s,) in conn.execute(
-            """SELECT c FROM pg_db_role_setting d JOIN pg_roles r ON r.oid = d.setrole, unnest(d.setconfig) c
-               WHERE r.rolname = %s AND d.setdatabase IN (0, (SELECT oid FROM pg_database
-                                                              WHERE datname = current_database()))
-               ORDER BY d.setdatabase""",
-            (role,),
-        ).fetchall()
-    )
+    and apply the impersonated role's own settings (tests/postgrest.py). Returns the settings applied."""
+    settings = role_settings(conn, role)
     conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role)))
     conn.execute("SELECT set_config('request.jwt.claims', %s, true)", (json.dumps(claims or {"role": role}),))
-    for name, value in settings.items():
-        conn.execute("SELECT set_config(%s, %s, true)", (name, value))
+    apply_role_settings(conn, settings)
     return settings
 
 
