@@ -56,13 +56,15 @@ COMMENT ON FUNCTION api.request_account_id(text) IS
 -- The account visibility rule, in one place: the accounts a request may see. pgtrade_admin (and a superuser in
 -- psql) every account; a trader the one api.request_account_id() names (403 otherwise). Every account-scoped api
 -- view filters with `account_id = ANY ((SELECT api.request_accounts())::bigint[])`: the array is computed once per
--- query (an initplan) and a trader's single id becomes an index condition on the view's table.
--- Measured with bench/visibility_bench.py (1,000,000 orders of 200 accounts, docs/benchmarks.md), p50: a
--- trader's newest 100 orders 1.4 ms this way, 5.3 ms as `IN (SELECT <set>)`, 141 ms with row-level security,
--- 395 ms with the CASE predicate each view used to repeat; an admin's count of all orders 184 ms, RLS 175 ms.
--- Row-level security would also need FORCE on the trading tables (its policy then runs inside every query of the
--- trading core) or a second role owning the views with SELECT on the tables; this keeps web roles without any
--- table rights and the trading core without policies.
+-- query (an initplan) and a trader's id becomes an index condition on the view's table.
+-- Measured with bench/visibility_bench.py on an idle 2-core machine (1,000,000 orders of 200 accounts, requests
+-- run as PostgREST runs them, variants interleaved, p50 of two runs; docs/benchmarks.md): a trader's newest 100
+-- orders 1.9-3.6 ms this way, 3.1-3.3 ms as `IN (SELECT unnest(...))`, 118-122 ms with row-level security (a view
+-- owner role under a policy with the same predicate), 189-197 ms with the CASE predicate each view used to repeat;
+-- an admin's count of all orders 130-152 ms, RLS 34-96 ms, CASE 252-272 ms. Row-level security wins only for an
+-- admin reading everything, and it would need FORCE on the trading tables (its policy then runs inside every query
+-- of the trading core) or a second role owning the views with SELECT on the tables; this keeps web roles without
+-- any table rights and the trading core without policies.
 CREATE OR REPLACE FUNCTION api.request_accounts()
 RETURNS bigint[]
 LANGUAGE plpgsql STABLE SECURITY DEFINER
