@@ -7,6 +7,8 @@
 #     a rejected order (recorded with its reason) -- from the CLI and from psql calling the procedures directly
 #  5. keep the feed running: new bars fire resting orders and mark positions to market (triggers)
 #  6. show orders, positions, portfolio and P&L, and the events the trading core emitted
+#  7. the REST API's least privilege, as PostgREST runs a request: a trader sees its own account under its time
+#     limit, an anonymous request reaches market data and health only, and a NOLOGIN role owns everything
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/setup.sh"
@@ -58,3 +60,29 @@ pgtrade portfolio
 
 step "the last trading events (outbox, also sent with NOTIFY pgtrade_events)"
 pgtrade db psql -X -q -c "SELECT id, kind, order_id, payload->>'symbol' AS symbol, created_at FROM trading.events ORDER BY id DESC LIMIT 12"
+
+step "the REST API as PostgREST runs each request: the role switch, the token's claims, the role's time limit"
+pgtrade db psql -X -q <<'SQL'
+\echo a trader token sees its own account only, under its 5 s statement_timeout
+BEGIN;
+SET LOCAL ROLE trader;
+-- PostgREST applies the role's own settings (ALTER ROLE trader SET statement_timeout) to each request
+SELECT set_config('request.jwt.claims', '{"role": "trader", "account": "default"}', true) AS claims,
+       set_config('statement_timeout', '5s', true) AS time_limit \gset ignored_
+SELECT account, round(total_value, 2) AS total_value, round(net_pnl, 2) AS net_pnl,
+       (SELECT count(*) FROM api.orders) AS orders_visible, current_setting('statement_timeout') AS time_limit
+FROM api.portfolio;
+COMMIT;
+\echo an anonymous request reads market data and health, and nothing behind the api schema
+BEGIN;
+SET LOCAL ROLE web_anon;
+SELECT api.health()->>'status' AS health, (SELECT count(*) FROM api.instruments) AS instruments;
+\set ON_ERROR_STOP 0
+SELECT count(*) FROM trading.orders;
+ROLLBACK;
+\echo who owns pgtrade: a role that cannot log in, with no superuser rights
+SELECT r.rolname, r.rolcanlogin, r.rolsuper, count(*) AS functions_owned
+FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner
+WHERE p.pronamespace IN ('market'::regnamespace, 'trading'::regnamespace, 'internal'::regnamespace, 'api'::regnamespace)
+GROUP BY 1, 2, 3;
+SQL
