@@ -83,9 +83,7 @@ def migrate(conn: psycopg.Connection, db_dir: Path = DB_DIR) -> MigrationReport:
     _require_extensions(conn)
     _require_superuser(conn)
     report = MigrationReport()
-    with conn.transaction():
-        for path in superuser_files(db_dir, 1):
-            _run_file(conn, path, db_dir)
+    _run_superuser_step(conn, db_dir, 1)
     _ensure_ledger(conn)
     applied = {
         row[0]: (row[1], row[2]) for row in conn.execute("SELECT version, name, checksum FROM ops.schema_migrations")
@@ -126,8 +124,7 @@ def migrate(conn: psycopg.Connection, db_dir: Path = DB_DIR) -> MigrationReport:
         # the test suite still check every reference.
         conn.execute("SET LOCAL check_function_bodies = off")
         conn.execute("DROP SCHEMA IF EXISTS api CASCADE")
-        conn.execute(sql.SQL("CREATE SCHEMA api AUTHORIZATION {}").format(sql.Identifier(OWNER)))
-        conn.execute("COMMENT ON SCHEMA api IS 'pgtrade REST API (PostgREST exposes only this schema)'")
+        conn.execute(sql.SQL("CREATE SCHEMA api AUTHORIZATION {}").format(sql.Identifier(OWNER)))  # 000_schema.sql
         started = conn.execute("SELECT (pg_current_xact_id()::text::bigint % 4294967296)::text").fetchone()[0]
         for path in files:
             _set_role(conn, JOBS_ROLE if path.parent.name == "jobs" else OWNER)
@@ -135,12 +132,17 @@ def migrate(conn: psycopg.Connection, db_dir: Path = DB_DIR) -> MigrationReport:
         conn.execute("RESET ROLE")  # the files' owners differ (db/jobs: pgtrade_jobs); the superuser drops any
         report.dropped = _drop_stale(conn, started)
         conn.execute("NOTIFY pgrst, 'reload schema'")
-    with conn.transaction():
-        for path in superuser_files(db_dir, 2):
-            _run_file(conn, path, db_dir)
+    _run_superuser_step(conn, db_dir, 2)
     report.repeatable = len(files)
     report.cron = reload_jobs(conn)  # pg_cron can miss the jobs a migration scheduled (pgtrade/pg_cron.py)
     return report
+
+
+def _run_superuser_step(conn: psycopg.Connection, db_dir: Path, step: int) -> None:
+    """The ``db/superuser/<step>_*.sql`` files, as the connecting superuser, in one transaction."""
+    with conn.transaction():
+        for path in superuser_files(db_dir, step):
+            _run_file(conn, path, db_dir)
 
 
 def _set_role(conn: psycopg.Connection, role: str) -> None:

@@ -19,18 +19,15 @@ import psycopg
 
 def reload_jobs(conn: psycopg.Connection) -> str:
     """After a migration has committed: have pg_cron reload its job list (``pg_reload_conf()``, a SIGHUP; the
-    settings themselves are unchanged). Only in the database pg_cron serves. Returns ``reloaded``, ``not here``
-    (pg_cron serves another database, or none), or ``no privilege`` (a login that may not signal the server: the
-    jobs then start once the server reloads or restarts). ``pgtrade.migrate.migrate`` calls it last, as the
-    superuser, so every caller of migrate (the CLI, the docker entry point, the tests) gets it."""
+    settings themselves are unchanged). Only in the database pg_cron serves. Returns ``reloaded`` or ``not here``
+    (pg_cron serves another database, or none). ``pgtrade.migrate.migrate`` calls it last, on its superuser
+    connection (pg_reload_conf needs one), so every caller of migrate (the CLI, the docker entry point, the tests)
+    gets it."""
     serves_here = conn.execute(
         "SELECT to_regclass('cron.job') IS NOT NULL"
         " AND current_setting('cron.database_name', true) = current_database()"
     ).fetchone()[0]
     if not serves_here:
         return "not here"
-    try:
-        conn.execute("SELECT pg_reload_conf()")
-    except psycopg.errors.InsufficientPrivilege:
-        return "no privilege"
+    conn.execute("SELECT pg_reload_conf()")
     return "reloaded"

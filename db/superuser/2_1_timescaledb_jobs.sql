@@ -6,14 +6,14 @@
 -- owner owns. alter_job() afterwards makes the running scheduler reload the job (it caches the owner).
 DO $$
 DECLARE
-  _id integer;
+  _j record;
 BEGIN
-  FOR _id IN
+  FOR _j IN
     UPDATE _timescaledb_config.bgw_job j SET owner = 'pgtrade_jobs'::regrole
     WHERE j.owner = 'pgtrade_owner'::regrole
-    RETURNING j.id
+    RETURNING j.id, j.scheduled
   LOOP
-    PERFORM public.alter_job(_id, scheduled => (SELECT j.scheduled FROM _timescaledb_config.bgw_job j WHERE j.id = _id));
+    PERFORM public.alter_job(_j.id, scheduled => _j.scheduled);
   END LOOP;
 END
 $$;
