@@ -17,6 +17,7 @@ EXPECTED_CRON = {
     "pgtrade-market-retention": ("17 3 * * *", "SELECT * FROM market.apply_retention()"),
     "pgtrade-trading-snapshots": ("* * * * *", "SELECT trading.snapshot_live_portfolios()"),
     "pgtrade-trading-expire-day-orders": ("* * * * *", "SELECT trading.expire_orders()"),
+    "pgtrade-ml-closed-bars": ("* * * * *", "SELECT ml.process_closed_bars()"),
 }
 
 

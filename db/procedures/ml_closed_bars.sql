@@ -1,0 +1,115 @@
+-- Closed bars: when a bar is final, and the one place that hands newly closed bars to ML processing.
+--
+-- The rule (one place, ml.closed_upto): a bar (symbol, interval, ts) is closed when the series has a later bar, or
+-- when the feed's clock has reached the bar's end (ts + step). The feed's clock is now(), unless the ingest
+-- transaction sets pgtrade.feed_now (a replay or synthetic feed running faster than real time sets its simulated
+-- time, so its forming bars, stamped in the past, are not taken as closed on their first update).
+-- A forming 1-minute bar that the feed upserts six times is therefore processed once: when the next minute's bar
+-- arrives, or when the clock passes its end (the statement trigger below, or the every-minute sweep,
+-- ml.process_closed_bars, for a series whose feed stopped after its last bar).
+
+CREATE OR REPLACE FUNCTION ml.feed_now()
+RETURNS timestamptz LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT coalesce(nullif(current_setting('pgtrade.feed_now', true), '')::timestamptz, now()) $$;
+COMMENT ON FUNCTION ml.feed_now IS
+  'The feed''s clock: the setting pgtrade.feed_now when the ingest transaction set one (a simulated feed), else now().';
+
+CREATE OR REPLACE FUNCTION ml.closed_upto(symbol text, "interval" text)
+RETURNS timestamptz LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  -- the newest closed bar of the series: its last bar once the clock passed its end, else the bar before it
+  SELECT CASE WHEN ml.feed_now() >= l.ts + iv.step THEN l.ts
+              ELSE (SELECT max(b.ts) FROM market.bars b
+                    WHERE b.symbol = closed_upto.symbol AND b.interval = closed_upto."interval" AND b.ts < l.ts) END
+  FROM (SELECT max(b.ts) AS ts FROM market.bars b
+        WHERE b.symbol = closed_upto.symbol AND b.interval = closed_upto."interval") l
+  JOIN market.intervals iv ON iv.code = closed_upto."interval"
+$$;
+COMMENT ON FUNCTION ml.closed_upto IS
+  'The newest closed bar of a series (a later bar exists, or ml.feed_now() passed its end); NULL when none is.';
+
+-- Hand the newly closed bars of these series to ML processing, once each: the bars after each series' watermark
+-- up to its newest closed bar. Returns the number of series that had newly closed bars.
+CREATE OR REPLACE FUNCTION internal.process_closed(symbols text[], intervals text[])
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  _syms text[];
+  _ivs text[];
+  _after timestamptz[];
+  _upto timestamptz[];
+BEGIN
+  INSERT INTO ml.watermarks (symbol, "interval", ts)
+  SELECT DISTINCT u.symbol, u.iv, '-infinity'::timestamptz
+  FROM unnest(process_closed.symbols, process_closed.intervals) u(symbol, iv)
+  ON CONFLICT (symbol, "interval") DO NOTHING;
+  -- under the watermark rows' locks (FOR UPDATE reads the newest committed watermark): two sessions closing the
+  -- same bars hand them on once
+  WITH locked AS (
+    SELECT w.symbol, w."interval", w.ts FROM ml.watermarks w
+    WHERE (w.symbol, w."interval") IN (SELECT u.symbol, u.iv
+                                       FROM unnest(process_closed.symbols, process_closed.intervals) u(symbol, iv))
+    ORDER BY w.symbol, w."interval"
+    FOR UPDATE OF w
+  ), c AS MATERIALIZED (
+    SELECT l.symbol, l."interval", l.ts AS after_ts, ml.closed_upto(l.symbol, l."interval") AS upto FROM locked l
+  ), moved AS (
+    UPDATE ml.watermarks w SET ts = c.upto FROM c
+    WHERE w.symbol = c.symbol AND w."interval" = c."interval" AND c.upto > c.after_ts
+    RETURNING c.symbol, c."interval", c.after_ts, c.upto
+  )
+  SELECT array_agg(m.symbol), array_agg(m."interval"), array_agg(m.after_ts), array_agg(m.upto)
+    INTO _syms, _ivs, _after, _upto
+  FROM moved m;
+  IF _syms IS NULL THEN
+    RETURN 0;
+  END IF;
+  PERFORM internal.on_closed_bars(_syms, _ivs, _after, _upto);
+  RETURN cardinality(_syms);
+END
+$$;
+REVOKE ALL ON FUNCTION internal.process_closed(text[], text[]) FROM PUBLIC;
+COMMENT ON FUNCTION internal.process_closed IS
+  'Move the ML watermark of these series to their newest closed bar and hand the bars in between to internal.on_closed_bars, once each.';
+
+-- What happens to newly closed bars: series i's bars in (after_ts[i], upto_ts[i]]. Each step is set-based over
+-- all the series at once and runs in the transaction that closed the bars.
+CREATE OR REPLACE FUNCTION internal.on_closed_bars(
+  symbols text[], intervals text[], after_ts timestamptz[], upto_ts timestamptz[])
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  -- steps, in order (each a function of these four arrays):
+  NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION internal.on_closed_bars(text[], text[], timestamptz[], timestamptz[]) FROM PUBLIC;
+
+-- The sweep (pg_cron, every minute; db/jobs/ml_jobs.sql): series whose last bar closed by the clock with no later
+-- bar arriving (a feed that stopped, a daily bar after its day).
+CREATE OR REPLACE FUNCTION ml.process_closed_bars()
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  _syms text[];
+  _ivs text[];
+BEGIN
+  SELECT array_agg(w.symbol), array_agg(w."interval") INTO _syms, _ivs
+  FROM ml.watermarks w
+  WHERE EXISTS (SELECT FROM market.bars b WHERE b.symbol = w.symbol AND b.interval = w."interval" AND b.ts > w.ts);
+  IF _syms IS NULL THEN
+    RETURN 0;
+  END IF;
+  RETURN internal.process_closed(_syms, _ivs);
+END
+$$;
+COMMENT ON FUNCTION ml.process_closed_bars IS
+  'Process the bars closed by the clock since the last statement on their series (run every minute by pg_cron); returns the number of series processed.';
