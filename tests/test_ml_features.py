@@ -189,6 +189,37 @@ def same_row(p, f) -> bool:
     return p[1] == f[1] and p[3] == f[3] and eq(p[2], f[2]) and all(eq(x, y) for x, y in zip(p[4], f[4], strict=True))
 
 
+def test_several_symbols_in_one_call_never_mix(db):
+    """One call over several series returns each series' own rows, exactly as a call per series (no window and no
+    running total crosses from one symbol into the next); a symbol named twice counts once; an unknown one adds
+    nothing."""
+    load_sample(db, symbols=["SPX", "IXIC", "GOOG"])
+    both = db.execute(
+        "SELECT symbol, ts, close, atr, complete, x FROM ml.features(ARRAY['SPX', 'IXIC', 'SPX', 'NOSUCH'], '1d',"
+        " '2004-08-01', '2006-01-01')"
+    ).fetchall()
+    for sym in ("IXIC", "SPX"):
+        alone = features(db, sym, "1d", "2004-08-01", "2006-01-01")
+        mine = [r[1:] for r in both if r[0] == sym]
+        assert len(mine) == len(alone) > 300
+        assert all(same_row(a, b) for a, b in zip(mine, alone, strict=True)), sym
+    assert {r[0] for r in both} == {"SPX", "IXIC"}
+    assert [(r[0], r[1]) for r in both] == sorted((r[0], r[1]) for r in both)  # ordered by symbol, ts
+
+
+@pytest.mark.parametrize("horizon", [1, 5])
+def test_labels_are_the_forward_return_over_the_horizon(db, horizon):
+    load_sample(db, symbols=["GOOG"])
+    ts, *_, c, _, _ = raw_bars(db, "GOOG", "1d")
+    got = db.execute(
+        "SELECT ts, fwd_return, up FROM ml.labels(ARRAY['GOOG'], '1d', %s, %s, %s)", (ts[100], ts[400], horizon)
+    ).fetchall()
+    want = [(ts[i], math.log(c[i + horizon] / c[i])) for i in range(100, 401 - horizon)]
+    assert [g[0] for g in got] == [w[0] for w in want]  # none for the last bars: their future is outside the range
+    for (_, fwd, up), (_, ref) in zip(got, want, strict=True):
+        assert close_enough(fwd, ref) and up == (ref > 0)
+
+
 # --- no look-ahead ---------------------------------------------------------------------------------------------
 
 LA = "LOOKAHD"  # a copy of 300 real SPX bars (2008-2009: the most volatile stretch of the bundled history)
