@@ -16,10 +16,9 @@ from decimal import Decimal
 
 import psycopg
 import pytest
+from test_ml_features import load_series
 from trading_support import T0, bars, instrument
 from waiting import eventually
-
-from loaders.sample import load_sample
 
 M = timedelta(minutes=1)
 
@@ -150,13 +149,12 @@ def test_without_a_feed_clock_a_bar_whose_time_has_passed_is_closed_on_arrival(d
 
 
 def test_a_bulk_load_hands_all_its_closed_bars_on_once(db, trace):
-    load_sample(db, symbols=["GOOG"])  # the bundled CSV, through the CSV ingest path
-    n = db.execute("SELECT count(*) FROM market.bars WHERE symbol = 'GOOG' AND interval = '1d'").fetchone()[0]
-    moves = trace("GOOG", "1d")
-    got = handed_bars(db, "GOOG", "1d", moves)
+    n = load_series(db, "GOOG", as_symbol="BULKGOOG")  # the bundled CSV, through the CSV ingest path
+    moves = trace("BULKGOOG", "1d")
+    got = handed_bars(db, "BULKGOOG", "1d", moves)
     assert len(got) == n == len(set(got)) and len(moves) == 1, (n, len(got), moves)
-    load_sample(db, symbols=["GOOG"])  # again: nothing changes, nothing is handed on
-    assert trace("GOOG", "1d") == moves
+    load_series(db, "GOOG", as_symbol="BULKGOOG")  # again: nothing changes, nothing is handed on
+    assert trace("BULKGOOG", "1d") == moves
 
 
 def test_a_bulk_load_under_a_feed_clock_keeps_its_forming_last_bar(db, trace):

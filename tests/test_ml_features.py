@@ -21,7 +21,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from loaders.sample import load_sample
+from loaders.csv_loader import load_csv
+from loaders.sample import DATA_DIR, manifest, register_instrument
 
 TOL = 1e-9
 
@@ -44,6 +45,21 @@ LOOKBACK = {
     "close_location": 1,
 }
 ATR_LOOKBACK = 15
+
+
+def load_series(db, symbol: str, *, as_symbol: str | None = None) -> int:
+    """Load one bundled series (under another symbol when asked) inside the test's transaction; returns its rows.
+    Not loaders.sample.load_sample: as a test's first statement, its `with conn.transaction()` opens and COMMITS a
+    transaction of its own, and its two-worker pipeline may send a batch over a second connection."""
+    db.execute("SELECT 1")  # the test's transaction is open from here on: nothing below commits
+    series = next(s for s in manifest() if s.symbol == symbol)
+    sym = as_symbol or series.symbol
+    register_instrument(db, symbol=sym, name=series.name, asset_class=series.asset_class, currency=series.currency)
+    report = load_csv(db, DATA_DIR / series.file, symbol=sym, interval=series.interval, source="test", workers=1)
+    assert report.total.rejected == 0
+    n = db.execute("SELECT count(*) FROM market.bars WHERE symbol = %s AND interval = %s", (sym, series.interval))
+    assert n.fetchone()[0] == series.rows
+    return series.rows
 
 
 def raw_bars(db, symbol: str, interval: str):
@@ -113,7 +129,7 @@ SERIES = [("SPX", "1d"), ("IXIC", "1d"), ("GOOG", "1d"), ("GOOGL", "1d"), ("EURU
 
 @pytest.mark.parametrize(("symbol", "interval"), SERIES)
 def test_every_feature_equals_its_reference_formula_on_real_bars(db, symbol, interval):
-    load_sample(db, symbols=[symbol])
+    load_series(db, symbol)
     names, warmup = db.execute("SELECT ml.feature_names(), ml.feature_warmup()").fetchone()
     assert set(names) == set(LOOKBACK), "a feature was added or renamed: give it a reference formula here"
     assert warmup >= max(LOOKBACK.values()), "a complete bar must have every feature's whole lookback"
@@ -164,7 +180,7 @@ def test_degenerate_bars_follow_the_definition(db):
 @given(data=st.data())
 def test_a_range_query_returns_the_whole_series_rows_in_that_range(db, data):
     if not db.execute("SELECT EXISTS (SELECT FROM market.bars WHERE symbol = 'GOOG')").fetchone()[0]:
-        load_sample(db, symbols=["GOOG"])  # once per test transaction
+        load_series(db, "GOOG")  # once per test transaction
     with db.transaction(force_rollback=True):
         full = features(db, "GOOG", "1d")
         n = len(full)
@@ -193,7 +209,8 @@ def test_several_symbols_in_one_call_never_mix(db):
     """One call over several series returns each series' own rows, exactly as a call per series (no window and no
     running total crosses from one symbol into the next); a symbol named twice counts once; an unknown one adds
     nothing."""
-    load_sample(db, symbols=["SPX", "IXIC", "GOOG"])
+    for sym in ("SPX", "IXIC", "GOOG"):
+        load_series(db, sym)
     both = db.execute(
         "SELECT symbol, ts, close, atr, complete, x FROM ml.features(ARRAY['SPX', 'IXIC', 'SPX', 'NOSUCH'], '1d',"
         " '2004-08-01', '2006-01-01')"
@@ -209,7 +226,7 @@ def test_several_symbols_in_one_call_never_mix(db):
 
 @pytest.mark.parametrize("horizon", [1, 5])
 def test_labels_are_the_forward_return_over_the_horizon(db, horizon):
-    load_sample(db, symbols=["GOOG"])
+    load_series(db, "GOOG")
     ts, *_, c, _, _ = raw_bars(db, "GOOG", "1d")
     got = db.execute(
         "SELECT ts, fwd_return, up FROM ml.labels(ARRAY['GOOG'], '1d', %s, %s, %s)", (ts[100], ts[400], horizon)
@@ -230,7 +247,7 @@ def copy_spx(db, n: int = 300):
     have = db.execute("SELECT ts FROM market.bars WHERE symbol = %s ORDER BY ts", (LA,)).fetchall()
     if have:
         return [r[0] for r in have]
-    load_sample(db, symbols=["SPX"])
+    load_series(db, "SPX")
     db.execute(
         "SELECT market.upsert_instrument(%s::text, 'look-ahead test copy of SPX'::text, 'index'::text, 'USD'::text)",
         (LA,),
