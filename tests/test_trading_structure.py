@@ -44,6 +44,10 @@ INTERNAL = {
     "match_orders",
     "mark_latest",
     "mark_positions",
+    # ML (issue 12): the closed-bar hand-off and ONNX scoring
+    "on_closed_bars",
+    "onnx_run",
+    "process_closed",
 }
 
 
