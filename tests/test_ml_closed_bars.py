@@ -76,6 +76,15 @@ def handed_bars(db, symbol, interval, moves) -> list[datetime]:
     return out
 
 
+def sweep(db) -> int:
+    """ml.process_closed_bars() as its pg_cron job runs it: as pgtrade_jobs."""
+    db.execute("SET LOCAL ROLE pgtrade_jobs")
+    try:
+        return db.execute("SELECT ml.process_closed_bars()").fetchone()[0]
+    finally:
+        db.execute("RESET ROLE")
+
+
 FORMING = [  # six updates of the bar at T0 as a live feed sends them: (seconds into the minute, o, h, l, c, v)
     (5, 100, 100.2, 99.9, 100.1, 10),
     (15, 100, 100.4, 99.9, 100.3, 25),
@@ -120,19 +129,20 @@ def test_a_forming_bar_upserted_six_times_is_handed_on_once_when_the_next_bar_ar
 
 
 def test_a_forming_bar_is_handed_on_once_the_clock_passes_its_end_by_the_sweep(db, trace):
+    """The sweep runs as pg_cron runs it (db/jobs/ml_jobs.sql: every minute, as pgtrade_jobs)."""
     sym = "CLOSEB"
     forming_bar(db, sym, trace)
     feed_clock(db, T0 + M - timedelta(microseconds=1))
-    db.execute("SELECT ml.process_closed_bars()")
+    sweep(db)
     assert len(trace(sym)) == 1, "handed on before its minute ended"
     feed_clock(db, T0 + M)  # its end: closed (ml.closed_upto: the clock has reached ts + step)
-    assert db.execute("SELECT ml.process_closed_bars()").fetchone()[0] >= 1
+    assert sweep(db) >= 1
     moves = trace(sym)
     assert [(m[0], m[1]) for m in moves[1:]] == [(T0 - M, T0)]
     assert (moves[1][2], moves[1][3]) == (Decimal("100.2"), 77)
     feed_clock(db, T0 + 10 * M)
-    db.execute("SELECT ml.process_closed_bars()")
-    db.execute("SELECT ml.process_closed_bars()")
+    sweep(db)
+    sweep(db)
     assert len(trace(sym)) == 2, "handed on twice"
     # a late update of the closed bar (a correction) does not hand it on again
     bars(db, sym, [(T0, 100, 100.8, 99.4, 100.0, 80)])

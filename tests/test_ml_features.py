@@ -195,6 +195,18 @@ def test_a_range_query_returns_the_whole_series_rows_in_that_range(db, data):
             assert same_row(p, f), (p, f)
 
 
+def test_one_bar_ranges_at_the_warmup_edge_equal_the_whole_series(db):
+    """The call scoring makes for one bar (from_ts = to_ts = the bar), at the first bars, around the warmup edge
+    (the bar with warmup - 1 bars before it is the first complete one) and at the last bar."""
+    load_series(db, "GOOG")
+    warmup = db.execute("SELECT ml.feature_warmup()").fetchone()[0]
+    full = features(db, "GOOG", "1d")
+    for i in (0, 1, warmup - 2, warmup - 1, warmup, warmup + 1, len(full) - 1):
+        one = features(db, "GOOG", "1d", full[i][0], full[i][0])
+        assert len(one) == 1 and same_row(one[0], full[i]), (i, one, full[i])
+        assert one[0][3] == (i >= warmup - 1)
+
+
 def same_row(p, f) -> bool:
     """Two rows of features(): the same close and completeness, atr and every feature equal (within TOL) or both
     missing."""
