@@ -329,6 +329,16 @@ def test_no_bar_after_t_changes_a_feature_at_or_before_t(db, data):
         assert features(db, LA, "1d", ts_list[max(0, t - 5)], ts_list[t]) == ranged
 
 
+def test_every_bar_of_a_real_series_has_its_features_from_the_bars_up_to_it_alone(db):
+    """Exhaustive over the 300-bar real copy: each bar's features computed with every later bar left out (from_ts =
+    to_ts = the bar, as scoring asks for one bar) equal its features in the whole series."""
+    ts_list = copy_spx(db)
+    full = features(db, LA, "1d")
+    for t, ts in enumerate(ts_list):
+        alone = features(db, LA, "1d", ts, ts)
+        assert len(alone) == 1 and same_row(alone[0], full[t]), ts
+
+
 def test_the_look_ahead_check_can_fail_and_labels_do_look_ahead(db):
     """The same comparison as above sees a change at t itself; and ml.labels at t moves when bar t+1 changes (it
     is meant to: labels are what happened after t, kept out of scoring)."""
