@@ -251,7 +251,7 @@ def test_two_sessions_closing_the_same_bar_hand_it_on_once(db_url, unique_symbol
         started = threading.Event()
         b = threading.Thread(target=_process, args=(db_url, sym, T0 + 5 * M + timedelta(seconds=30), out, started))
         b.start()
-        started.wait(10)
+        assert started.wait(30), "session B did not connect"
         eventually(lambda: _blocked_on_a_lock(watcher, out["pid"]), timeout=20, what="session B waiting for A's lock")
         a.commit() if a_ends == "commit" else a.rollback()
         b.join(30)
