@@ -138,6 +138,43 @@ def test_anon_reads_signals_and_anomalies(db, ml_world):
     )
 
 
+def test_each_signal_names_its_model_and_version(db, ml_world):
+    """Several models (and versions) score the same bar: a client tells them apart, and filters by model name."""
+    w = ml_world
+    n = len(db.execute("SELECT ml.feature_names()").fetchone()[0])
+    v2 = register_model(db, _fitted("direction", n), name=w["direction"], symbols=[w["symbol"]], interval="1m")
+    other = register_model(
+        db, _fitted("direction", n), name=w["direction"] + "_b", symbols=[w["symbol"]], interval="1m"
+    )
+    for mid, p in ((v2, 0.3), (other, 0.5)):
+        db.execute(
+            "INSERT INTO ml.signals (model_id, symbol, interval, ts, probability, confidence, signal, close)"
+            " VALUES (%s, %s, '1m', %s, %s, 0.4, 'HOLD', 100)",
+            (mid, w["symbol"], T0, p),
+        )
+    rows = request(
+        db,
+        "web_anon",
+        "SELECT model, model_version, probability FROM api.signals WHERE symbol = %s AND ts = %s ORDER BY model_id",
+        (w["symbol"], T0),
+    ).rows
+    assert [(r["model"], r["model_version"], r["probability"]) for r in rows] == [
+        (w["direction"], 1, 0.61),
+        (w["direction"], 2, 0.3),
+        (w["direction"] + "_b", 1, 0.5),
+    ]
+    only = request(db, "web_anon", "SELECT model_id FROM api.signals WHERE model = %s", (w["direction"] + "_b",))
+    assert only.rows == [{"model_id": other}]
+    status = request(
+        db,
+        "trader",
+        "SELECT version, status FROM api.models WHERE name = %s ORDER BY version",
+        (w["direction"],),
+        account_claim=w["alice"],
+    ).rows
+    assert status == [{"version": 1, "status": "retired"}, {"version": 2, "status": "active"}]
+
+
 @pytest.mark.parametrize(
     "query",
     [
