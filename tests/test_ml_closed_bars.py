@@ -167,6 +167,25 @@ def test_a_bulk_load_hands_all_its_closed_bars_on_once(db, trace):
     assert trace("BULKGOOG", "1d") == moves
 
 
+def test_the_direct_copy_path_of_a_committed_load_hands_its_bars_on(db_url, unique_symbol):
+    """`pgtrade load csv` on an idle connection COPYs new bars straight into market.bars (two workers, committed
+    batches): the statement trigger fires for COPY too, and the series' watermark ends on its last bar."""
+    from loaders.csv_loader import load_csv
+    from loaders.sample import DATA_DIR, register_instrument
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        register_instrument(conn, symbol=unique_symbol, name="direct path", asset_class="stock")
+        with psycopg.connect(db_url) as loader:  # idle: the direct path
+            report = load_csv(loader, DATA_DIR / "GOOG_1d.csv.gz", symbol=unique_symbol, interval="1d")
+        assert report.total.inserted == 2148 and report.total.rejected == 0
+        last, wm = conn.execute(
+            "SELECT (SELECT max(ts) FROM market.bars WHERE symbol = %s),"
+            " (SELECT ts FROM ml.watermarks WHERE symbol = %s)",
+            (unique_symbol, unique_symbol),
+        ).fetchone()
+        assert wm == last
+
+
 def test_a_bulk_load_under_a_feed_clock_keeps_its_forming_last_bar(db, trace):
     sym = "CLOSED"
     instrument(db, sym)
