@@ -9,6 +9,12 @@
 #  6. show orders, positions, portfolio and P&L, and the events the trading core emitted
 #  7. the REST API's least privilege, as PostgREST runs a request: a trader sees its own account under its time
 #     limit, an anonymous request reaches market data and health only, and a NOLOGIN role owns everything
+#  8. ML: models trained inside the database on the bundled daily history (out of sample, beside naive baselines),
+#     signals scored on demand, anomalies found in the real history (the 2008 crash days)
+#  9. ML live: the bundled history replayed fast as 1m bars, models trained on it and activated, auto-trading
+#     switched on through the API, then the replay goes on live: every closed bar is scored, anomalies raise
+#     alerts (delivered by `pgtrade alerts follow`), signals become risk-checked orders
+# 10. the signals, anomalies, alerts, the orders the signals caused, and P&L
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/setup.sh"
@@ -86,3 +92,56 @@ FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner
 WHERE p.pronamespace IN ('market'::regnamespace, 'trading'::regnamespace, 'internal'::regnamespace, 'api'::regnamespace)
 GROUP BY 1, 2, 3;
 SQL
+
+step "ML: three model kinds trained inside the database on real daily history up to 2016 (SPX and IXIC pooled)"
+for kind in logreg gbm rf; do
+  pgtrade ml train --model "$kind" --symbols SPX,IXIC --interval 1d --until 2016-12-31 --name "daily-$kind" --activate
+done
+pgtrade ml list
+
+step "ML: 2017-2018 scored on demand in the database, after the models' training window"
+pgtrade db psql -X -q -c "SELECT ml.score('SPX', '1d', '2017-01-01', '2018-12-31') AS spx_signals, ml.score('IXIC', '1d', '2017-01-01', '2018-12-31') AS ixic_signals"
+pgtrade signals --symbols SPX --limit 8
+
+step "anomalies the history load found in the S&P 500 (HIGH and CRITICAL)"
+pgtrade anomalies --symbols SPX --severity HIGH --limit 12
+
+step "ML live: the bundled history replayed fast as 1m bars (the last bar ends now), models trained on it"
+live=SPX,IXIC,GOOG,GOOGL
+pgtrade stream --source replay --symbols "$live" --speed 3000 --max-bars 4800
+pgtrade ml train --model gbm --symbols "$live" --interval 1m --name live-gbm --activate --force
+pgtrade ml train --model logreg --symbols "$live" --interval 1m --name live-logreg --activate --force
+pgtrade ml train --model isolation_forest --symbols "$live" --interval 1m --name live-pattern --activate --force
+
+step "auto-trading on, through the REST API as PostgREST runs it (a trader sets its own account)"
+pgtrade db psql -X -q <<'SQL'
+BEGIN;
+SET LOCAL ROLE trader;
+SELECT set_config('request.jwt.claims', '{"role": "trader", "account": "default"}', true) \gset ignored_
+SELECT account, enabled, models, min_confidence, size_fraction, use_brackets
+FROM api.set_auto_trading(enabled => true, models => ARRAY['live-gbm', 'live-logreg'], min_confidence => 0.05,
+                          size_fraction => 1, use_brackets => true);
+COMMIT;
+SQL
+
+step "the replay goes on live for 4 minutes: each closed bar is scored, checked for anomalies, traded"
+alerts_log=$(mktemp)
+pgtrade alerts follow --consumer demo >"$alerts_log" 2>&1 &
+follower=$!
+pgtrade stream --source replay --symbols "$live" --speed 1 --duration 240 --resume
+sleep 2
+kill "$follower" 2>/dev/null || true
+wait "$follower" 2>/dev/null || true
+
+step "signals of the live bars"
+pgtrade signals --symbols "$live" --limit 12
+
+step "anomalies and the alerts delivered while the feed ran"
+pgtrade anomalies --symbols "$live" --limit 8
+echo "alerts delivered by pgtrade alerts follow: $(grep -c '"id"' "$alerts_log" || true)"
+head -5 "$alerts_log"
+
+step "the orders the signals caused (source signal), each linked to its signal, and P&L"
+pgtrade db psql -X -q -c "SELECT o.id, o.symbol, o.side, o.type, o.qty, o.limit_price, o.status, o.reject_code, s.signal, round(s.confidence, 2) AS confidence, m.name AS model FROM trading.orders o JOIN ml.signals s ON s.id = o.signal_id JOIN ml.models m ON m.id = s.model_id ORDER BY o.id DESC LIMIT 12"
+pgtrade positions
+pgtrade portfolio

@@ -397,6 +397,7 @@ BASE_ARGS = {  # valid values for the arguments an api function needs
     "pause_trading": {},
     "resume_trading": {},
     "request_account_id": {},
+    "set_auto_trading": {},
 }
 
 
@@ -478,7 +479,7 @@ def documented_rows() -> dict[str, tuple[str, str]]:
 
 # The documented API error codes, each of which a request below must actually raise (a code the docs promise
 # but nothing raises any more is a finding, as is a raised code the docs do not list).
-API_RAISED = {"TR002", "TR012", "TR013", "TR014", "TR015", "28000", "42501"}
+API_RAISED = {"TR002", "TR012", "TR013", "TR014", "TR015", "28000", "42501", "ML041", "ML042"}
 
 
 def test_every_error_the_api_raises_is_documented_with_the_status_postgrest_gives_it(db, market):
@@ -509,6 +510,8 @@ def test_every_error_the_api_raises_is_documented_with_the_status_postgrest_give
         ),
         ("pgtrade_admin", None, "SELECT * FROM api.place_order('APIX', 'buy', 1)", {}),
         ("pgtrade_admin", None, "SELECT * FROM api.pause_trading('nobody-here')", {}),
+        ("trader", alice, "SELECT * FROM api.set_auto_trading(models => '{no_such_model}')", {}),
+        ("trader", alice, "SELECT * FROM api.set_auto_trading(min_confidence => 1.5)", {}),
     ]
     assert resting["status"] == "accepted"
     docs = documented_rows()

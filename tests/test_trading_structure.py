@@ -42,12 +42,12 @@ INTERNAL = {
     "execute_bar_event",
     "may_act",
     "match_orders",
-    # ML (issue 12): closed bars handed on once, and the ONNX runner (PL/Python)
-    "process_closed",
-    "on_closed_bars",
-    "onnx_run",
     "mark_latest",
     "mark_positions",
+    # ML (issue 12): the closed-bar hand-off and ONNX scoring
+    "on_closed_bars",
+    "onnx_run",
+    "process_closed",
 }
 
 

@@ -10,7 +10,7 @@ CREATE OR REPLACE FUNCTION internal.onnx_run(model_id bigint, x double precision
 RETURNS double precision[]
 LANGUAGE plpython3u
 STABLE
-SET search_path = pg_catalog, pg_temp
+SET search_path = pg_catalog, pg_temp  -- like every internal function (measured: +1 us per call)
 AS $py$
 cache = GD.setdefault("pgtrade_onnx", {})
 entry = cache.get(model_id)

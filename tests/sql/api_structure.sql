@@ -1,9 +1,10 @@
 -- Structural guards for the api schema (pgTAP). Run by tests/test_pgtap.py inside a rolled-back transaction.
-SELECT plan(10);
+SELECT plan(11);
 
 SELECT set_eq(
   $$SELECT c.relname::text FROM pg_class c WHERE c.relnamespace = 'api'::regnamespace AND c.relkind = 'v'$$,
-  ARRAY['instruments', 'bars', 'rejected_bars', 'portfolio', 'positions', 'orders', 'fills', 'snapshots', 'events'],
+  ARRAY['instruments', 'bars', 'rejected_bars', 'portfolio', 'positions', 'orders', 'fills', 'snapshots', 'events',
+        'models', 'signals', 'anomalies', 'alerts', 'auto_trading'],
   'api holds exactly the expected views');
 SELECT is_empty(
   $$SELECT c.relname FROM pg_class c WHERE c.relnamespace = 'api'::regnamespace AND c.relkind NOT IN ('v', 'c')$$,
@@ -11,7 +12,7 @@ SELECT is_empty(
 SELECT set_eq(
   $$SELECT p.proname::text FROM pg_proc p WHERE p.pronamespace = 'api'::regnamespace$$,
   ARRAY['request_account_id', 'request_accounts', 'place_order', 'cancel_order', 'close_position', 'pause_trading', 'resume_trading',
-        'health'],
+        'health', 'set_auto_trading'],
   'api holds exactly the expected functions');
 SELECT is_empty(
   $$SELECT p.proname FROM pg_proc p WHERE p.pronamespace = 'api'::regnamespace
@@ -35,9 +36,14 @@ SELECT is_empty(
   'PUBLIC executes no api function (grants are explicit)');
 SELECT is_empty(
   $$SELECT c.relname FROM pg_class c WHERE c.relnamespace = 'api'::regnamespace AND c.relkind = 'v'
-    AND c.relname NOT IN ('instruments', 'bars') AND c.relname <> 'rejected_bars'
+    AND c.relname NOT IN ('instruments', 'bars', 'models', 'signals', 'anomalies') AND c.relname <> 'rejected_bars'
     AND NOT coalesce('security_barrier=true' = ANY (c.reloptions), false)$$,
   'every account-filtered view is a security barrier');
+SELECT is_empty(
+  $$SELECT c.relname || '.' || a.attname FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid
+    WHERE c.relnamespace = 'api'::regnamespace AND a.attnum > 0 AND NOT a.attisdropped
+      AND a.atttypid = 'bytea'::regtype$$,
+  'no api view serves raw bytes (the ONNX models stay in ml.models)');
 -- Privileges outside api (schemas, tables, functions, PUBLIC) are guarded for every schema in privileges.sql.
 SELECT is(
   (SELECT string_agg(format('%s login=%s inherit=%s', rolname, rolcanlogin, rolinherit), ', ' ORDER BY rolname)
