@@ -18,7 +18,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "logreg": {"C": 1.0, "max_iter": 1000},
     "gbm": {"n_estimators": 100, "max_depth": 2, "learning_rate": 0.05, "subsample": 0.8},
     "rf": {"n_estimators": 200, "max_depth": 4, "min_samples_leaf": 20},
-    "isolation_forest": {"n_estimators": 200, "contamination": "auto"},
+    "isolation_forest": {"n_estimators": 100, "contamination": "auto"},
 }
 
 #: keys of a model's params that are not the estimator's (how the model is trained, not what it is)

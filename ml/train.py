@@ -45,9 +45,7 @@ def fit(kind: str, ds: data.Dataset, params: dict[str, Any] | None = None):
     return est
 
 
-def score_window(
-    kind: str, p: np.ndarray, test: data.Dataset, params: dict[str, Any], ret_1: int = 0
-) -> dict[str, Any]:
+def score_window(kind: str, p: np.ndarray, test: data.Dataset, params: dict[str, Any]) -> dict[str, Any]:
     """Out-of-sample metrics of outputs ``p`` on the rows of ``test``."""
     if TASKS[kind] == "direction":
         buy, sell = thresholds(params)
@@ -102,9 +100,9 @@ def fit_evaluate(
     return est, result
 
 
-def export(est, kind: str, n_features: int) -> tuple[bytes, str, int]:
-    """ONNX bytes, the output the database scores and its column (P(up) = probabilities[:, 1]; an anomaly model's
-    scores[:, 0] = decision_function)."""
+def export(est, kind: str, n_features: int) -> tuple[bytes, str, int, float]:
+    """ONNX bytes, the output the database scores, its column (P(up) = probabilities[:, 1]; an anomaly model's
+    scores[:, 0] = decision_function) and the seconds the export took."""
     t0 = time.perf_counter()
     onnx, output = to_onnx(est, n_features)
     column = 1 if TASKS[kind] == "direction" else 0

@@ -188,10 +188,14 @@ BEGIN
                       WHEN _compare IS NULL THEN 'did not beat the naive baselines out of sample'
                       ELSE 'did not beat both the active version and the naive baselines out of sample' END;
     END IF;
-    _reason := _reason || format(' (balanced accuracy %s, net return %s on %s..%s)',
-                                 coalesce(round((_res->'metrics'->>'balanced_accuracy')::numeric, 4)::text, 'n/a'),
-                                 coalesce(round((_res->'metrics'->>'net_return')::numeric, 4)::text, 'n/a'),
-                                 left(_res->>'test_from', 10), left(_res->>'test_until', 10));
+    _reason := _reason || CASE WHEN _task = 'direction' THEN
+      format(' (balanced accuracy %s, net return %s on %s..%s)',
+             coalesce(round((_res->'metrics'->>'balanced_accuracy')::numeric, 4)::text, 'n/a'),
+             coalesce(round((_res->'metrics'->>'net_return')::numeric, 4)::text, 'n/a'),
+             left(_res->>'test_from', 10), left(_res->>'test_until', 10))
+      ELSE format(' (outlier share %s on %s..%s)',
+                  coalesce(round((_res->'metrics'->>'outlier_share')::numeric, 4)::text, 'n/a'),
+                  left(_res->>'test_from', 10), left(_res->>'test_until', 10)) END;
     IF _decision = 'activated' THEN
       PERFORM ml.activate(train.name, _version);
     END IF;
