@@ -104,17 +104,22 @@ def test_the_job_records_a_failing_retraining_and_goes_on(db):
         "SELECT ml.import_model('t-badparams', %s, '1d', %s, 'logreg', params => '{\"C\": -1}')", ([sym], bytes(onnx))
     )
     db.execute("SELECT ml.activate('t-badparams', 1)")
+    # a model trained elsewhere, of a kind the ml package does not know: it cannot be retrained
+    db.execute("SELECT ml.import_model('t-foreign', %s, '1d', %s)", ([sym], bytes(onnx)))
+    db.execute("SELECT ml.activate('t-foreign', 1)")
     before = db.execute("SELECT coalesce(max(id), 0) FROM ml.training_runs").fetchone()[0]
-    assert db.execute("SELECT ml.retrain_all()").fetchone()[0] >= 2
+    assert db.execute("SELECT ml.retrain_all()").fetchone()[0] >= 3
     got = dict(
         db.execute(
             "SELECT name, decision || ': ' || reason FROM ml.training_runs WHERE id > %s AND trigger = 'schedule'"
-            " AND name IN ('t-ok', 't-badparams')",
+            " AND name IN ('t-ok', 't-badparams', 't-foreign')",
             (before,),
         ).fetchall()
     )
     assert got["t-badparams"].startswith("failed: ML102"), got
     assert got["t-ok"].startswith("candidate: "), got
+    assert got["t-foreign"] == "failed: ML101: unknown model kind imported", got
+    assert db.execute("SELECT status FROM ml.models WHERE name = 't-foreign'").fetchone() == ("active",)
 
 
 def test_a_retrained_version_that_cannot_beat_stays_candidate(db):

@@ -44,6 +44,13 @@ INTERNAL = {
     "match_orders",
     "mark_latest",
     "mark_positions",
+    # models and training (issue 12): the ml package's PL/Python entry points and the check of a training request
+    "python_importer",
+    "model_kinds",
+    "train_model",
+    "evaluate_model",
+    "onnx_describe",
+    "check_training_input",
 }
 
 

@@ -110,6 +110,8 @@ BEGIN
 END
 $$;
 REVOKE ALL ON FUNCTION internal.check_training_input(text, text[], text) FROM PUBLIC;
+COMMENT ON FUNCTION internal.check_training_input IS
+  'Check a training request before any work (a known kind, symbols with bars of a known interval); returns the kind''s task.';
 
 -- Train a new version of model `name` in the server on the window [train_from, train_until] (the held-out final
 -- part of it is the test window), register it as a candidate, and decide: activate = 'never' keeps it a candidate,

@@ -24,6 +24,7 @@ GRANT SELECT ON TABLE internal.python_modules TO pgtrade_owner;
 CREATE OR REPLACE FUNCTION internal.python_importer()
 RETURNS void
 LANGUAGE plpython3u
+SET search_path = pg_catalog, pg_temp
 AS $py$
 if "pgtrade_ml_import" in GD:
     return None
@@ -85,6 +86,7 @@ CREATE OR REPLACE FUNCTION internal.model_kinds(OUT kind text, OUT task text)
 RETURNS SETOF record
 LANGUAGE plpython3u
 STABLE
+SET search_path = pg_catalog, pg_temp
 AS $py$
 if "pgtrade_ml_import" not in GD:
     plpy.execute("SELECT internal.python_importer()")
@@ -102,6 +104,7 @@ CREATE OR REPLACE FUNCTION internal.train_model(
   OUT onnx bytea, OUT output_name text, OUT output_column integer, OUT result jsonb)
 LANGUAGE plpython3u
 VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS $py$
 if "pgtrade_ml_import" not in GD:
     plpy.execute("SELECT internal.python_importer()")
@@ -122,6 +125,7 @@ CREATE OR REPLACE FUNCTION internal.evaluate_model(
 RETURNS jsonb
 LANGUAGE plpython3u
 VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS $py$
 if "pgtrade_ml_import" not in GD:
     plpy.execute("SELECT internal.python_importer()")
@@ -141,6 +145,7 @@ CREATE OR REPLACE FUNCTION internal.onnx_describe(onnx bytea)
 RETURNS jsonb
 LANGUAGE plpython3u
 IMMUTABLE
+SET search_path = pg_catalog, pg_temp
 AS $py$
 import json
 
