@@ -59,6 +59,7 @@ class StreamConfig:
     updates_per_minute: int = 6
     poll_seconds: float = 30.0
     calibrate_on: str = "SPX"
+    resume: bool = False
     max_batch: int = 5000
     db_policy: RetryPolicy = RetryPolicy(attempts=10, base=0.1, cap=5.0, total=120.0)
     api_policy: RetryPolicy = RetryPolicy(attempts=4, base=1.0, cap=20.0, total=60.0)
@@ -276,16 +277,28 @@ def _register_synthetic(conn: psycopg.Connection, symbols: Iterable[str]) -> Non
                 )
 
 
-def replay_ticks(conn: psycopg.Connection, symbols: list[str], *, start: datetime) -> tuple[Iterator[Tick], str]:
-    """Stored bars of each symbol, re-stamped to consecutive minutes from ``start`` (see the module docstring)."""
+def replay_ticks(
+    conn: psycopg.Connection, symbols: list[str], *, start: datetime, resume: bool = False
+) -> tuple[Iterator[Tick], str]:
+    """Stored bars of each symbol, re-stamped to consecutive minutes from ``start`` (see the module docstring).
+
+    The source is the symbol's finest stored series that is not itself a replay (a replay never replays replayed
+    bars). ``resume``: skip the bars earlier replays already sent, i.e. as many as the symbol has replayed 1m bars,
+    so a second run continues the history where the first stopped instead of starting it again."""
     series: dict[str, list[tuple]] = {}
     used = []
     for sym in symbols:
         row = conn.execute(
-            "SELECT interval FROM market.bars WHERE symbol = %s GROUP BY interval "
+            "SELECT interval FROM market.bars WHERE symbol = %s AND source NOT LIKE 'replay:%%' GROUP BY interval "
             "ORDER BY min((SELECT step FROM market.intervals WHERE code = interval)) LIMIT 1",
             (sym,),
         ).fetchone()
+        skip = 0
+        if resume:
+            skip = conn.execute(
+                "SELECT count(*) FROM market.bars WHERE symbol = %s AND interval = '1m' AND source LIKE 'replay:%%'",
+                (sym,),
+            ).fetchone()[0]
         if row:
             bars = conn.execute(
                 "SELECT open, high, low, close, volume FROM market.bars WHERE symbol = %s "
@@ -306,7 +319,7 @@ def replay_ticks(conn: psycopg.Connection, symbols: list[str], *, start: datetim
                 if isinstance(b, Bar)
             ]
             used.append(f"{sym}:{entry.interval}(bundled)")
-        series[sym] = bars
+        series[sym] = bars[skip:]
 
     def gen() -> Iterator[Tick]:
         for i in range(max(len(b) for b in series.values())):
@@ -391,7 +404,7 @@ def build(config: StreamConfig, *, url: str, fetch=None, on_connect=None) -> Str
             if config.interval != "1m":
                 raise PgtradeError("replay re-stamps bars as 1m bars; use --interval 1m")
             start = sim_start(config, now, len(symbols))
-            ticks, name = replay_ticks(setup, symbols, start=start)
+            ticks, name = replay_ticks(setup, symbols, start=start, resume=config.resume)
             stream = Stream(
                 config,
                 url=url,

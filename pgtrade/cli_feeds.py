@@ -155,10 +155,26 @@ def load_alpaca_cmd(symbols, start, end, asset_class, as_json, interval, feed) -
     type=float,
     help="yfinance/alpaca: seconds between polls.",
 )
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Replay: continue each symbol's history after the bars earlier replays sent (else from its first bar).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @user_errors
 def stream_cmd(
-    source, symbols, interval, speed, duration, max_bars, seed, updates_per_minute, calibrate_on, poll_seconds, as_json
+    source,
+    symbols,
+    interval,
+    speed,
+    duration,
+    max_bars,
+    seed,
+    updates_per_minute,
+    calibrate_on,
+    poll_seconds,
+    resume,
+    as_json,
 ) -> None:
     """Feed bars into the database live, through the ingest path; Ctrl-C stops with a summary.
 
@@ -180,6 +196,7 @@ def stream_cmd(
         updates_per_minute=updates_per_minute,
         calibrate_on=calibrate_on,
         poll_seconds=poll_seconds,
+        resume=resume,
     )
     stream = build(cfg, url=database_url())
     if not as_json:

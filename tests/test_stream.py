@@ -131,6 +131,31 @@ def test_replay_restamps_stored_history_to_consecutive_minutes(db_url, unique_sy
     assert [r[5] for r in rows] == [Decimal("10.5"), Decimal("11.5"), Decimal("12.5")]
 
 
+def test_replay_resumes_after_the_bars_earlier_replays_sent(db_url, unique_symbol):
+    days = [datetime(2020, 1, d, tzinfo=UTC) for d in (6, 7, 8, 9, 10)]
+    with psycopg.connect(db_url) as conn:
+        conn.execute("SELECT market.upsert_instrument(%s::text, 'replay test'::text)", (unique_symbol,))
+        from pgtrade.ingest import ingest
+
+        ingest(
+            conn,
+            [Bar(unique_symbol, "1d", d, 10 + i, 11 + i, 9 + i, 10.5 + i, 100 * (i + 1)) for i, d in enumerate(days)],
+            source="test:replay",
+        )
+        conn.commit()
+    first = build(StreamConfig(source="replay", symbols=(unique_symbol,), speed=600, max_bars=2), url=db_url)
+    assert first.run().inserted == 2
+    assert [r[5] for r in sorted(stored(db_url, [unique_symbol]))] == [Decimal("10.5"), Decimal("11.5")]
+    # the second run replays the daily history again (never the replayed 1m bars), from the third day on
+    second = build(
+        StreamConfig(source="replay", symbols=(unique_symbol,), speed=600, max_bars=2, resume=True), url=db_url
+    )
+    assert second.source_name == f"replay:{unique_symbol}:1d"
+    second.run()
+    rows = sorted(stored(db_url, [unique_symbol]), key=lambda r: r[1])
+    assert [r[5] for r in rows if r[1] >= second.start] == [Decimal("12.5"), Decimal("13.5")]
+
+
 def test_polling_source_with_injected_fetch(db_url, unique_symbol):
     minute = datetime.now(UTC).replace(second=0, microsecond=0)
     polls = []

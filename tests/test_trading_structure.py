@@ -42,6 +42,10 @@ INTERNAL = {
     "execute_bar_event",
     "may_act",
     "match_orders",
+    # ML (issue 12): closed bars handed on once, and the ONNX runner (PL/Python)
+    "process_closed",
+    "on_closed_bars",
+    "onnx_run",
     "mark_latest",
     "mark_positions",
     # models and training (issue 12): the ml package's PL/Python entry points and the check of a training request

@@ -89,6 +89,8 @@ BEGIN
   NULL;
 END
 $$;
+COMMENT ON FUNCTION internal.on_closed_bars IS
+  'The steps run on newly closed bars (series i: bars in (after_ts[i], upto_ts[i]]): anomalies, signals, auto-trading.';
 REVOKE ALL ON FUNCTION internal.on_closed_bars(text[], text[], timestamptz[], timestamptz[]) FROM PUBLIC;
 
 -- The sweep (pg_cron, every minute; db/jobs/ml_jobs.sql): series whose last bar closed by the clock with no later

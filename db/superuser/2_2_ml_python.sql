@@ -10,6 +10,7 @@ CREATE OR REPLACE FUNCTION internal.onnx_run(model_id bigint, x double precision
 RETURNS double precision[]
 LANGUAGE plpython3u
 STABLE
+SET search_path = pg_catalog, pg_temp
 AS $py$
 cache = GD.setdefault("pgtrade_onnx", {})
 entry = cache.get(model_id)
