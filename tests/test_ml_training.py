@@ -170,6 +170,29 @@ def test_a_retrained_version_that_beats_becomes_active(db):
     assert m["metrics"]["net_return"] > m["baselines"]["buy_and_hold"]["net_return"]
     status = dict(db.execute("SELECT version, status FROM ml.models WHERE name = 't-regime'").fetchall())
     assert status == {1: "retired", 2: "active"}
+    # the rolling window: the model's window_bars (300) newest bars, up to the newest closed one
+    first, newest = db.execute(
+        "SELECT min(ts), max(ts) FROM (SELECT ts FROM market.bars WHERE symbol = %s AND interval = '1d'"
+        " ORDER BY ts DESC LIMIT 300) x",
+        (sym,),
+    ).fetchone()
+    assert (last["train_from"], last["train_until"]) == (first, newest)
+
+
+def test_the_server_trains_the_pattern_anomaly_model(db):
+    """isolation_forest: registered with output scores, column 0 (= decision_function: lower is more anomalous),
+    task anomaly; its out-of-sample figures are the outlier share and score quantiles; never activated by the rule."""
+    sym = f"T{uuid.uuid4().hex[:8].upper()}"
+    daily_series(db, sym, random_walk(300, seed=2))
+    run = db.execute(
+        "SELECT decision, reason, model_id FROM ml.train('t-iforest', 'isolation_forest', %s, '1d',"
+        " params => '{\"n_estimators\": 20}', activate => 'if_better')",
+        ([sym],),
+    ).fetchone()
+    assert run[0] == "candidate" and "activated by hand" in run[1], run
+    m = db.cursor(row_factory=dict_row).execute("SELECT * FROM ml.models WHERE id = %s", (run[2],)).fetchone()
+    assert (m["task"], m["output_name"], m["output_column"]) == ("anomaly", "scores", 0)
+    assert 0 <= m["metrics"]["outlier_share"] <= 1 and m["baselines"] == {}
 
 
 def test_pg_cron_runs_the_retraining_as_pgtrade_jobs(db_url):
