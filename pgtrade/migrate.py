@@ -13,7 +13,9 @@ Who runs what (least privilege; the superuser's part is listed in ``db/superuser
   ``pgtrade_jobs``, so that pg_cron runs the jobs as that role). The ``api`` schema is dropped and rebuilt from
   ``db/api`` each time, so it holds exactly what the files define.
 - ``db/superuser/2_*.sql`` run as the superuser last (what must follow the migrations, e.g. TimescaleDB's job
-  owners); then pg_cron is told to reload its job list (``pgtrade.pg_cron``).
+  owners); in the same transaction the sources of the ``ml`` package (``ml/*.py`` beside ``db/``) replace the rows
+  of ``internal.python_modules``, from which PL/Python imports them (db/superuser/2_3_ml_training.sql: the server
+  may not read the checkout); then pg_cron is told to reload its job list (``pgtrade.pg_cron``).
 
 A failing file stops the run with the file name, line and PostgreSQL's message.
 """
@@ -32,6 +34,8 @@ from .errors import MigrationError
 from .pg_cron import reload_jobs
 
 DB_DIR = Path(__file__).resolve().parent.parent / "db"
+#: the package whose sources migrate copies into internal.python_modules (beside db/)
+ML_PACKAGE = "ml"
 REPEATABLE_DIRS = ("procedures", "triggers", "jobs", "api")
 SUPERUSER_DIR = "superuser"
 OWNER = "pgtrade_owner"
@@ -143,6 +147,23 @@ def _run_superuser_step(conn: psycopg.Connection, db_dir: Path, step: int) -> No
     with conn.transaction():
         for path in superuser_files(db_dir, step):
             _run_file(conn, path, db_dir)
+        if step == 2:
+            _load_python_modules(conn, db_dir.parent / ML_PACKAGE)
+
+
+def _load_python_modules(conn: psycopg.Connection, package_dir: Path) -> None:
+    """Replace the rows of ``internal.python_modules`` by the package's ``*.py`` sources (as the superuser)."""
+    if conn.execute("SELECT to_regclass('internal.python_modules')").fetchone()[0] is None:
+        return
+    conn.execute("DELETE FROM internal.python_modules")
+    for path in sorted(package_dir.glob("*.py")):
+        source = path.read_text()
+        is_package = path.name == "__init__.py"
+        name = ML_PACKAGE if is_package else f"{ML_PACKAGE}.{path.stem}"
+        conn.execute(
+            "INSERT INTO internal.python_modules (name, is_package, source, sha256) VALUES (%s, %s, %s, %s)",
+            (name, is_package, source, hashlib.sha256(source.encode()).hexdigest()),
+        )
 
 
 def _set_role(conn: psycopg.Connection, role: str) -> None:

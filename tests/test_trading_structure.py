@@ -48,6 +48,13 @@ INTERNAL = {
     "on_closed_bars",
     "onnx_run",
     "process_closed",
+    # models and training (issue 12): the ml package's PL/Python entry points and the check of a training request
+    "python_importer",
+    "model_kinds",
+    "train_model",
+    "evaluate_model",
+    "onnx_describe",
+    "check_training_input",
 }
 
 
