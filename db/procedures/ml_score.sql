@@ -40,14 +40,14 @@ $$;
 COMMENT ON FUNCTION ml.bracket_multiple IS
   'ATR multiple of a signal''s stop-loss (which = stop_loss: model param stop_loss_atr, default 2) or take-profit (take_profit: take_profit_atr, default 3).';
 
-CREATE OR REPLACE FUNCTION ml.bracket_level(signal text, which text, close numeric, atr double precision,
+CREATE OR REPLACE FUNCTION ml.bracket_level(signal text, which text, close numeric, atr numeric,
                                             multiple numeric, tick numeric)
 RETURNS numeric LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
   SELECT CASE WHEN bracket_level.signal IN ('BUY', 'SELL') AND bracket_level.atr > 0 THEN
            nullif(greatest(round((bracket_level.close
                                   + CASE WHEN (bracket_level.signal = 'BUY') = (bracket_level.which = 'take_profit')
-                                         THEN 1 ELSE -1 END * bracket_level.multiple * bracket_level.atr::numeric)
+                                         THEN 1 ELSE -1 END * bracket_level.multiple * bracket_level.atr)
                                  / bracket_level.tick) * bracket_level.tick, 0), 0)
          END
 $$;
@@ -77,7 +77,7 @@ COMMENT ON FUNCTION internal.incompatible_model IS
 CREATE OR REPLACE FUNCTION internal.scored(symbols text[], intervals text[], after_ts timestamptz[],
                                            upto_ts timestamptz[])
 RETURNS TABLE (model_id bigint, symbol text, "interval" text, ts timestamptz, probability double precision,
-               confidence numeric, signal text, close numeric, atr double precision, stop_loss numeric,
+               confidence numeric, signal text, close numeric, atr numeric, stop_loss numeric,
                take_profit numeric)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -100,7 +100,7 @@ AS $$
     FROM g CROSS JOIN LATERAL ml.features(g.syms, g.iv, g.after_ts + interval '1 microsecond', g.upto_ts) f
     WHERE f.complete
   ), r AS MATERIALIZED (
-    SELECT m.id AS model_id, f.symbol, f."interval", f.ts, f.close, f.atr, f.x,
+    SELECT m.id AS model_id, f.symbol, f."interval", f.ts, f.close, f.atr::numeric AS atr, f.x,
            row_number() OVER (PARTITION BY m.id ORDER BY f.symbol, f.ts) AS rn
     FROM m JOIN f ON f."interval" = m."interval" AND f.symbol = ANY (m.symbols)
   ), p AS (
@@ -209,7 +209,7 @@ COMMENT ON FUNCTION ml.score IS
 -- Prediction without recording: the signals of a series'' newest closed bar (or of the closed bar at ts).
 CREATE OR REPLACE FUNCTION ml.predict(of_symbol text, of_interval text, at_ts timestamptz DEFAULT NULL)
 RETURNS TABLE (model_id bigint, symbol text, "interval" text, ts timestamptz, probability double precision,
-               confidence numeric, signal text, close numeric, atr double precision, stop_loss numeric,
+               confidence numeric, signal text, close numeric, atr numeric, stop_loss numeric,
                take_profit numeric)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
