@@ -293,9 +293,9 @@ def _fit_toy(seed: int = 3):
     """A real logistic regression on a seeded toy problem (up when ret_1 > 0): the live tests need a model whose
     outputs vary with the bars, not one with skill."""
     rng = np.random.default_rng(seed)
-    X = rng.normal(0, 1, (400, 15)).astype(np.float32) * 0.01
-    y = (X[:, 0] + rng.normal(0, 0.005, 400) > 0).astype(np.int64)
-    return LogisticRegression().fit(X, y)
+    X = rng.normal(0, 1, (400, 15)).astype(np.float32) * 0.002
+    y = (X[:, 0] + rng.normal(0, 0.001, 400) > 0).astype(np.int64)
+    return LogisticRegression(C=1e4).fit(X, y)
 
 
 def _walk(sym: str, n: int, seed: int = 5) -> list[Bar]:

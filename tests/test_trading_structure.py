@@ -44,6 +44,14 @@ INTERNAL = {
     "match_orders",
     "mark_latest",
     "mark_positions",
+    # ML (issue 12): the closed-bar hand-over, ONNX scoring and the steps on closed bars
+    "process_closed",
+    "on_closed_bars",
+    "onnx_run",
+    "incompatible_model",
+    "scored",
+    "score_bars",
+    "auto_trade",
 }
 
 

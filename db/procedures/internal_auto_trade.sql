@@ -45,9 +45,12 @@ DECLARE
   _qty numeric;
   _side text;
   _opens boolean;
-  _o trading.orders;
   _n integer := 0;
 BEGIN
+  IF cardinality(auto_trade.after_ts) IS DISTINCT FROM cardinality(auto_trade.symbols) THEN  -- (a step's contract)
+    RAISE EXCEPTION 'internal.auto_trade: % series but % ranges', cardinality(auto_trade.symbols),
+      cardinality(auto_trade.after_ts) USING ERRCODE = 'ML023', HINT = 'pass one after_ts and upto_ts per series';
+  END IF;
   SELECT array_agg(t.account_id ORDER BY t.account_id) INTO _accounts
   FROM trading.auto_trading t JOIN trading.accounts a ON a.id = t.account_id
   WHERE t.enabled AND a.kind = 'live' AND NOT a.paused;
@@ -119,7 +122,7 @@ BEGIN
       _qty := CASE WHEN _eff > 0 THEN _eff WHEN _r.allow_short THEN _target + _eff ELSE 0 END;
     END IF;
     CONTINUE WHEN _qty <= 0;
-    _o := trading.place_order(_r.account_id, _r.symbol, _side, _qty, 'limit', _limit, NULL, 'gtc', NULL,
+    PERFORM trading.place_order(_r.account_id, _r.symbol, _side, _qty, 'limit', _limit, NULL, 'gtc', NULL,
                               CASE WHEN _opens AND _r.use_brackets THEN _r.stop_loss END,
                               CASE WHEN _opens AND _r.use_brackets THEN _r.take_profit END,
                               'signal', _r.signal_id);

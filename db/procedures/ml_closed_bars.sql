@@ -91,6 +91,8 @@ BEGIN
 END
 $$;
 REVOKE ALL ON FUNCTION internal.on_closed_bars(text[], text[], timestamptz[], timestamptz[]) FROM PUBLIC;
+COMMENT ON FUNCTION internal.on_closed_bars IS
+  'Internal: the steps run on newly closed bars (series i: bars in (after_ts[i], upto_ts[i]]), in order: scoring (internal.score_bars), auto-trading (internal.auto_trade).';
 
 -- The sweep (pg_cron, every minute; db/jobs/ml_jobs.sql): series whose last bar closed by the clock with no later
 -- bar arriving (a feed that stopped, a daily bar after its day).

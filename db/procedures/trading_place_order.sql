@@ -220,7 +220,7 @@ BEGIN
           CASE WHEN _code IS NULL THEN _now END,
           CASE WHEN _code IS NULL AND _tif = 'day' AND _type <> 'market' THEN market.session_end(_sym, _now) END,
           _now, _now, CASE WHEN _code IS NOT NULL THEN _now END,
-          _signal)
+          CASE WHEN _source = 'signal' AND _signal_sym = _sym THEN _signal END)
   RETURNING * INTO _o;
 
   IF _code IS NOT NULL THEN
