@@ -389,7 +389,7 @@ def test_synthetic_stream_scores_each_forming_bar_once_with_its_final_values(db_
         # every bar from the 50th (complete features) to the last (closed by the clock at its last update)
         assert len(rows) == 2 * (60 - 49)
         assert all(r[2] for r in rows), "a signal was scored before its bar's final update"
-        assert all(abs(r[3] - r[4]) < 1e-12 for r in rows)
+        assert all(abs(r[3] - r[4]) < 1e-6 for r in rows)  # float32 model inputs: the same features up to rounding
 
         # the same feed without its clock: forming bars stamped in the past look closed on their first update
         other = (f"{unique_symbol}C",)

@@ -48,6 +48,7 @@ INTERNAL = {
     "process_closed",
     "on_closed_bars",
     "onnx_run",
+    "feature_rows",
     "incompatible_model",
     "scored",
     "score_bars",

@@ -54,22 +54,60 @@ AS $$
 $$;
 COMMENT ON FUNCTION ml.feature_names IS 'Names of the features, in the order of ml.features(...).x.';
 
-CREATE OR REPLACE FUNCTION ml.features(
-  symbols text[], "interval" text, from_ts timestamptz DEFAULT '-infinity', to_ts timestamptz DEFAULT 'infinity')
+-- The definition itself, in PL/pgSQL: market.bars is a hypertable of hundreds of chunks (the bundled daily
+-- history: 244), and the query of a SQL function is planned for every call with its parameters unknown, so over
+-- every chunk (about 60 ms: far more than computing one bar's features). Here each query is planned with the
+-- call's values (plan_cache_mode = force_custom_plan), so TimescaleDB excludes the chunks outside the bars' range
+-- while planning (measured on SPX's newest bar, 244 chunks: features p50 1.9 ms custom, 3.1 ms with a cached generic
+-- plan, whose executor still opens and excludes every chunk). ml.features (below) is the interface.
+CREATE OR REPLACE FUNCTION internal.feature_rows(
+  of_symbols text[], of_interval text, from_ts timestamptz, to_ts timestamptz)
 RETURNS TABLE (symbol text, "interval" text, ts timestamptz, close numeric, atr double precision, complete boolean,
                x double precision[])
-LANGUAGE sql STABLE PARALLEL SAFE
+LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_custom_plan
 AS $$
-  WITH series AS (
-    -- each series from warmup bars before from_ts, so the first bars in range have their full history; when it has
-    -- fewer, from its first bar, and row_number() is then the bar's position in the series
-    SELECT DISTINCT s.sym,
-      coalesce((SELECT b0.ts FROM market.bars b0
-                WHERE b0.symbol = s.sym AND b0.interval = features."interval" AND b0.ts < features.from_ts
-                ORDER BY b0.ts DESC OFFSET ml.feature_warmup() - 1 LIMIT 1), '-infinity') AS start_ts
-    FROM unnest(features.symbols) s(sym)
-  ), s1 AS (
+#variable_conflict use_column
+DECLARE
+  _syms text[];
+  _starts timestamptz[];  -- per series, its first bar used: warmup bars before from_ts, else its first bar
+  _lo timestamptz;
+  _near timestamptz;
+BEGIN
+  _near := feature_rows.from_ts - 3 * ml.feature_warmup()
+           * (SELECT iv.step FROM market.intervals iv WHERE iv.code = feature_rows.of_interval) - interval '4 days';
+  IF _near IS NULL THEN
+    RETURN;  -- no such interval: no bars
+  END IF;
+  -- first within a window that holds the warmup bars unless the series has gaps (3 x warmup steps + 4 days: a
+  -- weekend between two sessions), so that only the chunks of that window are read; else over all of its history
+  SELECT array_agg(q.sym), array_agg(q.start_ts) INTO _syms, _starts
+  FROM (SELECT DISTINCT u.sym,
+               (SELECT b0.ts FROM market.bars b0
+                WHERE b0.symbol = u.sym AND b0.interval = feature_rows.of_interval
+                  AND b0.ts < feature_rows.from_ts
+                  AND b0.ts >= _near
+                ORDER BY b0.ts DESC OFFSET ml.feature_warmup() - 1 LIMIT 1) AS start_ts
+        FROM unnest(feature_rows.of_symbols) u(sym)) q;
+  IF _syms IS NULL THEN
+    RETURN;
+  END IF;
+  IF array_position(_starts, NULL) IS NOT NULL THEN
+    SELECT array_agg(q.sym), array_agg(q.start_ts) INTO _syms, _starts
+    FROM (SELECT u.sym,
+                 coalesce(u.start_ts,
+                          (SELECT b0.ts FROM market.bars b0
+                           WHERE b0.symbol = u.sym AND b0.interval = feature_rows.of_interval
+                             AND b0.ts < feature_rows.from_ts
+                           ORDER BY b0.ts DESC OFFSET ml.feature_warmup() - 1 LIMIT 1), '-infinity') AS start_ts
+          FROM unnest(_syms, _starts) u(sym, start_ts)) q;
+  END IF;
+  _lo := (SELECT min(u.start_ts) FROM unnest(_starts) u(start_ts));
+  -- when a series has fewer bars before from_ts than the warmup, it starts at its first bar, and row_number() is
+  -- then the bar's position in the series
+  RETURN QUERY
+  WITH s1 AS (
     -- one window (one sort, one WindowAgg): position, lagged closes, running sums of the close and volume
     SELECT b.symbol, b.ts, b.close AS close_n, s.start_ts > '-infinity' AS has_warmup,
       b.open::float8 AS o, b.high::float8 AS h, b.low::float8 AS l, b.close::float8 AS c, b.volume::float8 AS v,
@@ -77,9 +115,10 @@ AS $$
       lag(b.close::float8, 1) OVER w AS c1, lag(b.close::float8, 5) OVER w AS c5,
       lag(b.close::float8, 10) OVER w AS c10, lag(b.close::float8, 20) OVER w AS c20,
       sum(b.close) OVER w AS sc, sum(b.volume) OVER w AS sv, sum(b.volume * b.volume) OVER w AS svv
-    FROM series s
-    JOIN market.bars b ON b.symbol = s.sym AND b.interval = features."interval"
-                      AND b.ts >= s.start_ts AND b.ts <= features.to_ts
+    FROM unnest(_syms, _starts) s(sym, start_ts)
+    JOIN market.bars b ON b.symbol = s.sym AND b.interval = feature_rows.of_interval
+                      AND b.ts >= s.start_ts AND b.ts <= feature_rows.to_ts
+                      AND b.ts >= _lo  -- a parameter of the cached plan: chunks before it are excluded at run time
     WINDOW w AS (PARTITION BY b.symbol ORDER BY b.ts ROWS UNBOUNDED PRECEDING)
   ), s2 AS (
     -- the same window again over the lags: returns, gains, losses and true ranges with their running sums, and
@@ -113,7 +152,7 @@ AS $$
       s3.g_14 / least(s3.rn, 14) AS avg_gain, s3.l_14 / least(s3.rn, 14) AS avg_loss, s3.t_14 / least(s3.rn, 14) AS atr14
     FROM s3
   )
-  SELECT s4.symbol, features."interval", s4.ts, s4.close_n, s4.atr14,
+  SELECT s4.symbol, feature_rows.of_interval, s4.ts, s4.close_n, s4.atr14,
     (s4.has_warmup OR s4.rn >= ml.feature_warmup()) AS complete,
     ARRAY[
       s4.r1,
@@ -133,8 +172,22 @@ AS $$
       CASE WHEN s4.h > s4.l THEN (s4.c - s4.l) / (s4.h - s4.l) - 0.5 ELSE 0 END
     ]::double precision[] AS x
   FROM s4
-  WHERE s4.ts >= features.from_ts
-  ORDER BY s4.symbol, s4.ts
+  WHERE s4.ts >= feature_rows.from_ts
+  ORDER BY s4.symbol, s4.ts;
+END
+$$;
+COMMENT ON FUNCTION internal.feature_rows IS
+  'Internal: the body of ml.features (same arguments and rows), in PL/pgSQL for its cached generic plan.';
+REVOKE ALL ON FUNCTION internal.feature_rows(text[], text, timestamptz, timestamptz) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION ml.features(
+  symbols text[], "interval" text, from_ts timestamptz DEFAULT '-infinity', to_ts timestamptz DEFAULT 'infinity')
+RETURNS TABLE (symbol text, "interval" text, ts timestamptz, close numeric, atr double precision, complete boolean,
+               x double precision[])
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT * FROM internal.feature_rows(features.symbols, features."interval", features.from_ts, features.to_ts)
 $$;
 COMMENT ON FUNCTION ml.features IS
   'Features of the bars of these symbols and interval in [from_ts, to_ts], each from that bar and earlier bars only; x in the order of ml.feature_names(); complete once the series has ml.feature_warmup() bars.';
