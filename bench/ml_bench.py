@@ -52,31 +52,38 @@ def fit_models(conn):
     return lr, gb
 
 
-def predict_latency(conn, runs: int) -> dict:
+def predict_latency(conn, runs: int, symbol: str = "SPX", interval: str = "1d") -> dict:
     inside = conn.execute(
         """DO $$
            DECLARE _t timestamptz; _d float8[] := '{}';
            BEGIN
-             PERFORM * FROM ml.predict('SPX', '1d');  -- warm: the ONNX session cached in this backend
+             PERFORM * FROM ml.predict('SYM', 'IV');  -- warm: the ONNX session cached in this backend
              FOR i IN 1..%s LOOP
                _t := clock_timestamp();
-               PERFORM * FROM ml.predict('SPX', '1d');
+               PERFORM * FROM ml.predict('SYM', 'IV');
                _d := _d || extract(epoch FROM clock_timestamp() - _t)::float8 * 1000;
              END LOOP;
              PERFORM set_config('bench.inside', array_to_string(_d, ','), false);
            END $$""".replace("%s", str(runs))
+        .replace("SYM", symbol)
+        .replace("IV", interval)
     )
     del inside
     ms = [float(x) for x in conn.execute("SELECT current_setting('bench.inside')").fetchone()[0].split(",")]
     client = []
     q = "SELECT * FROM ml.predict(%s, %s)"
-    conn.execute(q, ("SPX", "1d"), prepare=True).fetchall()
+    conn.execute(q, (symbol, interval), prepare=True).fetchall()
     for _ in range(runs):
         t = time.perf_counter_ns()
-        rows = conn.execute(q, ("SPX", "1d"), prepare=True).fetchall()
+        rows = conn.execute(q, (symbol, interval), prepare=True).fetchall()
         client.append((time.perf_counter_ns() - t) / 1e6)
     assert rows
+    chunks = conn.execute(
+        "SELECT count(*) FROM timescaledb_information.chunks WHERE hypertable_name = 'bars'"
+    ).fetchone()[0]
     return {
+        "series": f"{symbol} {interval}",
+        "bars_chunks": chunks,
         "runs": runs,
         "models": len(rows),
         "inside_ms": {"p50": round(pct(ms, 50), 3), "p99": round(pct(ms, 99), 3), "max": round(max(ms), 3)},
@@ -259,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
             conn.commit()
             out["batch_one_model"] = batch_scoring(conn)
         out["live"] = live_path(url, args.minutes, args.rounds)
+        with psycopg.connect(url) as conn:
+            out["predict_live_1m"] = predict_latency(conn, args.runs, "ONS00", "1m")
     out["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     if args.json:
         print(json.dumps(out, indent=2, default=str))

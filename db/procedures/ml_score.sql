@@ -72,16 +72,21 @@ COMMENT ON FUNCTION internal.incompatible_model IS
   'Internal: an active direction model of these series whose feature version or feature list is not the current definition''s (NULL when none).';
 
 -- Score series i's closed bars in (after_ts[i], upto_ts[i]] with every compatible active direction model of it,
--- without writing anything: the rows ml.signals would hold. The bars must be closed (the callers bound upto_ts by
+-- without writing anything: the rows ml.signals would hold. PL/pgSQL for its cached plan (a SQL function's query is
+-- planned on every call: ~1 ms of a one-bar prediction). The bars must be closed (the callers bound upto_ts by
 -- ml.closed_upto); only complete feature rows are scored.
 CREATE OR REPLACE FUNCTION internal.scored(symbols text[], intervals text[], after_ts timestamptz[],
                                            upto_ts timestamptz[])
 RETURNS TABLE (model_id bigint, symbol text, "interval" text, ts timestamptz, probability double precision,
                confidence numeric, signal text, close numeric, atr numeric, stop_loss numeric,
                take_profit numeric)
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan  -- no hypertable here (ml.features plans its own): plan once per backend
 AS $$
+#variable_conflict use_column
+BEGIN
+  RETURN QUERY
   WITH m AS MATERIALIZED (
     SELECT m.id, m."interval", m.symbols, m.buy_threshold, m.sell_threshold,
            ml.bracket_multiple(m.params, 'stop_loss') AS sl_mult, ml.bracket_multiple(m.params, 'take_profit') AS tp_mult
@@ -121,7 +126,8 @@ AS $$
   LEFT JOIN market.instruments i ON i.symbol = r.symbol
   CROSS JOIN LATERAL (SELECT coalesce(i.tick_size, 0.01) AS tick) t
   CROSS JOIN LATERAL (SELECT least(greatest(p.prob, 0), 1) AS prob) q0
-  CROSS JOIN LATERAL (SELECT q0.prob, ml.signal_of(q0.prob, m.buy_threshold, m.sell_threshold) AS sig) q
+  CROSS JOIN LATERAL (SELECT q0.prob, ml.signal_of(q0.prob, m.buy_threshold, m.sell_threshold) AS sig) q;
+END
 $$;
 COMMENT ON FUNCTION internal.scored IS
   'Internal: the signals of series i''s complete bars in (after_ts[i], upto_ts[i]] by every compatible active direction model of the series, not written.';
