@@ -14,12 +14,12 @@
 -- Speed (ml.features is what batch scoring costs): every rolling statistic is a difference of running sums,
 -- sum over (t-k, t] = S_t - S_t-k, so the query needs three passes of ONE window definition (partition by symbol,
 -- order by ts, rows from the series' start to the current row) instead of a window frame per statistic, each of
--- which PostgreSQL recomputes row by row (avg/stddev of float8 have no inverse transition). Sums of closes and
--- volumes are numeric (exact: their differences lose nothing); sums of returns, gains, losses and true ranges are
--- float8 over values of a few percent. The counts come from the row's position (a frame near the series' start
--- holds fewer rows). tests/test_ml_scoring.py holds every feature equal to the straightforward formulas (numpy,
--- from the raw bars) within 1e-9 relative. Still no look-ahead: running sums and lags see the current row and
--- earlier ones only.
+-- which PostgreSQL recomputes row by row (avg/stddev of float8 have no inverse transition). Volumes and their
+-- squares are summed in numeric (exact: a flat volume keeps a zero spread, however large the volumes); the other
+-- sums are float8 (closes, returns, gains, losses, true ranges: differences of sums lose ~1e-16 relative). The
+-- counts come from the row's position (a frame near the series' start holds fewer rows).
+-- tests/test_ml_scoring.py holds every feature equal to the straightforward formulas (numpy, from the raw bars)
+-- within 1e-9 relative. Still no look-ahead: running sums and lags see the current row and earlier ones only.
 
 CREATE OR REPLACE FUNCTION ml.feature_version()
 RETURNS integer LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -107,24 +107,29 @@ BEGIN
   -- when a series has fewer bars before from_ts than the warmup, it starts at its first bar, and row_number() is
   -- then the bar's position in the series
   RETURN QUERY
-  WITH s1 AS (
-    -- one window (one sort, one WindowAgg): position, lagged closes, running sums of the close and volume
-    SELECT b.symbol, b.ts, b.close AS close_n, s.start_ts > '-infinity' AS has_warmup,
-      b.open::float8 AS o, b.high::float8 AS h, b.low::float8 AS l, b.close::float8 AS c, b.volume::float8 AS v,
-      row_number() OVER w AS rn,
-      lag(b.close::float8, 1) OVER w AS c1, lag(b.close::float8, 5) OVER w AS c5,
-      lag(b.close::float8, 10) OVER w AS c10, lag(b.close::float8, 20) OVER w AS c20,
-      sum(b.close) OVER w AS sc, sum(b.volume) OVER w AS sv, sum(b.volume * b.volume) OVER w AS svv
+  WITH s0 AS (
+    -- the bars, each value cast once (numeric to float8 goes through text: not cheap)
+    SELECT b.symbol, b.ts, b.close AS close_n, b.volume AS vn, s.start_ts > '-infinity' AS has_warmup,
+      b.open::float8 AS o, b.high::float8 AS h, b.low::float8 AS l, b.close::float8 AS c, b.volume::float8 AS v
     FROM unnest(_syms, _starts) s(sym, start_ts)
     JOIN market.bars b ON b.symbol = s.sym AND b.interval = feature_rows.of_interval
                       AND b.ts >= s.start_ts AND b.ts <= feature_rows.to_ts
-                      AND b.ts >= _lo  -- a parameter of the cached plan: chunks before it are excluded at run time
-    WINDOW w AS (PARTITION BY b.symbol ORDER BY b.ts ROWS UNBOUNDED PRECEDING)
+                      AND b.ts >= _lo  -- with the call's values: TimescaleDB reads only the chunks from _lo on
+  ), s1 AS (
+    -- one window (one sort, one WindowAgg): position, lagged closes, running sums of the close and volume (volume
+    -- in numeric: exact, so a flat volume has a zero spread however large the volumes)
+    SELECT s0.*,
+      row_number() OVER w AS rn,
+      lag(s0.c, 1) OVER w AS c1, lag(s0.c, 5) OVER w AS c5, lag(s0.c, 10) OVER w AS c10, lag(s0.c, 20) OVER w AS c20,
+      sum(s0.c) OVER w AS sc, sum(s0.vn) OVER w AS sv, sum(s0.vn * s0.vn) OVER w AS svv
+    FROM s0
+    WINDOW w AS (PARTITION BY s0.symbol ORDER BY s0.ts ROWS UNBOUNDED PRECEDING)
   ), s2 AS (
     -- the same window again over the lags: returns, gains, losses and true ranges with their running sums, and
     -- the close and volume sums lagged by each window length
     SELECT s1.*,
-      lag(s1.sc, 5, 0) OVER w AS sc5, lag(s1.sc, 20, 0) OVER w AS sc20, lag(s1.sc, 50, 0) OVER w AS sc50,
+      lag(s1.sc, 5, 0::float8) OVER w AS sc5, lag(s1.sc, 20, 0::float8) OVER w AS sc20,
+      lag(s1.sc, 50, 0::float8) OVER w AS sc50,
       lag(s1.sv, 20, 0) OVER w AS sv20, lag(s1.svv, 20, 0) OVER w AS svv20,
       sum(coalesce(ln(s1.c / s1.c1), 0)) OVER w AS sr, sum(coalesce(ln(s1.c / s1.c1) ^ 2, 0)) OVER w AS srr,
       sum(greatest(s1.c - s1.c1, 0)) OVER w AS sg, sum(greatest(s1.c1 - s1.c, 0)) OVER w AS sl,
@@ -142,9 +147,9 @@ BEGIN
     WINDOW w AS (PARTITION BY s2.symbol ORDER BY s2.ts ROWS UNBOUNDED PRECEDING)
   ), s4 AS (
     SELECT s3.symbol, s3.ts, s3.close_n, s3.has_warmup, s3.rn, s3.o, s3.h, s3.l, s3.c, s3.v, s3.c1, s3.c5, s3.c10, s3.c20, ln(s3.c / s3.c1) AS r1,
-      (s3.sc - s3.sc5)::float8 / least(s3.rn, 5) AS sma5,
-      (s3.sc - s3.sc20)::float8 / least(s3.rn, 20) AS sma20,
-      (s3.sc - s3.sc50)::float8 / least(s3.rn, 50) AS sma50,
+      (s3.sc - s3.sc5) / least(s3.rn, 5) AS sma5,
+      (s3.sc - s3.sc20) / least(s3.rn, 20) AS sma20,
+      (s3.sc - s3.sc50) / least(s3.rn, 50) AS sma50,
       (s3.sv - s3.sv20)::float8 / least(s3.rn, 20) AS v_mean20,
       CASE WHEN s3.rn > 1 THEN sqrt(greatest(((s3.svv - s3.svv20)::float8 - ((s3.sv - s3.sv20)::float8) ^ 2 / least(s3.rn, 20)) / (least(s3.rn, 20) - 1), 0)) END AS v_sd20,
       CASE WHEN s3.rn > 2 THEN sqrt(greatest((s3.rr_10 - s3.r_10 ^ 2 / least(s3.rn - 1, 10)) / (least(s3.rn - 1, 10) - 1), 0)) END AS vol10,

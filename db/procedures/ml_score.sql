@@ -40,15 +40,16 @@ $$;
 COMMENT ON FUNCTION ml.bracket_multiple IS
   'ATR multiple of a signal''s stop-loss (which = stop_loss: model param stop_loss_atr, default 2) or take-profit (take_profit: take_profit_atr, default 3).';
 
-CREATE OR REPLACE FUNCTION ml.bracket_level(signal text, which text, close numeric, atr numeric,
-                                            multiple numeric, tick numeric)
+CREATE OR REPLACE FUNCTION ml.bracket_level(signal text, which text, close double precision, atr double precision,
+                                            multiple double precision, tick numeric)
 RETURNS numeric LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
+  -- in float8 up to the count of ticks (numeric arithmetic per bar cost more than the rest of scoring), then exact
   SELECT CASE WHEN bracket_level.signal IN ('BUY', 'SELL') AND bracket_level.atr > 0 THEN
            nullif(greatest(round((bracket_level.close
                                   + CASE WHEN (bracket_level.signal = 'BUY') = (bracket_level.which = 'take_profit')
                                          THEN 1 ELSE -1 END * bracket_level.multiple * bracket_level.atr)
-                                 / bracket_level.tick) * bracket_level.tick, 0), 0)
+                                 / bracket_level.tick::float8)::numeric * bracket_level.tick, 0), 0)
          END
 $$;
 COMMENT ON FUNCTION ml.bracket_level IS
@@ -89,7 +90,8 @@ BEGIN
   RETURN QUERY
   WITH m AS MATERIALIZED (
     SELECT m.id, m."interval", m.symbols, m.buy_threshold, m.sell_threshold,
-           ml.bracket_multiple(m.params, 'stop_loss') AS sl_mult, ml.bracket_multiple(m.params, 'take_profit') AS tp_mult
+           ml.bracket_multiple(m.params, 'stop_loss')::float8 AS sl_mult,
+           ml.bracket_multiple(m.params, 'take_profit')::float8 AS tp_mult
     FROM ml.models m
     WHERE m.task = 'direction' AND m.status = 'active'
       AND m.feature_version = ml.feature_version() AND m.features = ml.feature_names()
@@ -104,28 +106,28 @@ BEGIN
     SELECT f.symbol, f."interval", f.ts, f.close, f.atr, f.x
     FROM g CROSS JOIN LATERAL ml.features(g.syms, g.iv, g.after_ts + interval '1 microsecond', g.upto_ts) f
     WHERE f.complete
-  ), r AS MATERIALIZED (
-    SELECT m.id AS model_id, f.symbol, f."interval", f.ts, f.close, f.atr::numeric AS atr, f.x,
-           row_number() OVER (PARTITION BY m.id ORDER BY f.symbol, f.ts) AS rn
-    FROM m JOIN f ON f."interval" = m."interval" AND f.symbol = ANY (m.symbols)
   ), p AS (
-    -- one onnx_run per model over all of its rows (a 2-D array: one row of features per bar), its outputs back in
-    -- rows by position
-    SELECT o.model_id, u.prob, u.rn
-    FROM (SELECT r.model_id,
-                 internal.onnx_run(r.model_id, array_agg(r.x ORDER BY r.rn), cardinality(ml.feature_names())) AS probs
-          FROM r GROUP BY r.model_id) o
-    CROSS JOIN LATERAL unnest(o.probs) WITH ORDINALITY u(prob, rn)
+    -- per model, its rows in arrays and one onnx_run over all of them (a 2-D array: one row of features per bar);
+    -- unnest puts each output back beside its bar
+    SELECT a.model_id, u.symbol, u."interval", u.ts, u.close, u.atr, u.prob
+    FROM (SELECT m.id AS model_id, array_agg(f.x ORDER BY f.symbol, f.ts) AS xs,
+                 array_agg(f.symbol ORDER BY f.symbol, f.ts) AS syms, array_agg(f.ts ORDER BY f.symbol, f.ts) AS tss,
+                 array_agg(f.close ORDER BY f.symbol, f.ts) AS closes, array_agg(f.atr ORDER BY f.symbol, f.ts) AS atrs,
+                 m."interval" AS iv
+          FROM m JOIN f ON f."interval" = m."interval" AND f.symbol = ANY (m.symbols)
+          GROUP BY m.id, m."interval") a
+    CROSS JOIN LATERAL unnest(a.syms, array_fill(a.iv, ARRAY[cardinality(a.syms)]), a.tss, a.closes, a.atrs,
+                              internal.onnx_run(a.model_id, a.xs, cardinality(ml.feature_names())))
+                       u(symbol, "interval", ts, close, atr, prob)
   )
-  SELECT r.model_id, r.symbol, r."interval", r.ts, q.prob, ml.signal_confidence(q.prob), q.sig, r.close, r.atr,
-         ml.bracket_level(q.sig, 'stop_loss', r.close, r.atr, m.sl_mult, t.tick),
-         ml.bracket_level(q.sig, 'take_profit', r.close, r.atr, m.tp_mult, t.tick)
-  FROM r
-  JOIN p ON p.model_id = r.model_id AND p.rn = r.rn
+  SELECT r.model_id, r.symbol, r."interval", r.ts, q.prob, ml.signal_confidence(q.prob), q.sig, r.close, r.atr::numeric,
+         ml.bracket_level(q.sig, 'stop_loss', r.close::float8, r.atr, m.sl_mult, t.tick),
+         ml.bracket_level(q.sig, 'take_profit', r.close::float8, r.atr, m.tp_mult, t.tick)
+  FROM p r
   JOIN m ON m.id = r.model_id
   LEFT JOIN market.instruments i ON i.symbol = r.symbol
   CROSS JOIN LATERAL (SELECT coalesce(i.tick_size, 0.01) AS tick) t
-  CROSS JOIN LATERAL (SELECT least(greatest(p.prob, 0), 1) AS prob) q0
+  CROSS JOIN LATERAL (SELECT least(greatest(r.prob, 0), 1) AS prob) q0
   CROSS JOIN LATERAL (SELECT q0.prob, ml.signal_of(q0.prob, m.buy_threshold, m.sell_threshold) AS sig) q;
 END
 $$;
