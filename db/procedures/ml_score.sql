@@ -59,15 +59,21 @@ COMMENT ON FUNCTION ml.bracket_level IS
 -- definition) of any of these series. A model whose feature version or list differs is refused by the callers.
 CREATE OR REPLACE FUNCTION internal.incompatible_model(symbols text[], intervals text[])
 RETURNS ml.models
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-  SELECT m.* FROM ml.models m
+DECLARE
+  _m ml.models;
+BEGIN
+  -- (PL/pgSQL: its plan is kept; a SQL function would plan this on every prediction)
+  SELECT m.* INTO _m FROM ml.models m
   WHERE m.task = 'direction' AND m.status = 'active'
     AND (m.feature_version <> ml.feature_version() OR m.features IS DISTINCT FROM ml.feature_names())
     AND EXISTS (SELECT FROM unnest(incompatible_model.symbols, incompatible_model.intervals) s(symbol, iv)
                 WHERE s.iv = m."interval" AND s.symbol = ANY (m.symbols))
-  ORDER BY m.id LIMIT 1
+  ORDER BY m.id LIMIT 1;
+  RETURN _m;
+END
 $$;
 COMMENT ON FUNCTION internal.incompatible_model IS
   'Internal: an active direction model of these series whose feature version or feature list is not the current definition''s (NULL when none).';
