@@ -7,7 +7,9 @@
 -- feed -- pgtrade stream replaying or synthesizing faster than real time -- sets its simulated time in each ingest
 -- transaction; the same setting ml.feed_now reads for the closed-bar rule). So orders that the bars of such a feed
 -- cause (auto-trading) are accepted at the feed's time, and the feed's next bars can fill them (internal.match_orders
--- fills from the first bar opening at or after acceptance), as they would at real speed.
+-- fills from the first bar opening at or after acceptance), as they would at real speed. Whoever can set the
+-- setting moves wall-clock accounts' time (a market order would then fill at an older price): the ingest sessions
+-- do; a web request cannot (PostgREST sets only request.* settings, and the api functions set none).
 CREATE OR REPLACE FUNCTION trading.account_clock(clock_mode text, clock_ts timestamptz)
 RETURNS timestamptz
 LANGUAGE sql STABLE PARALLEL SAFE
