@@ -16,6 +16,13 @@ Time: simulated time runs ``speed`` times faster than the wall clock. At speed 1
 one, so bars are live. Above 1 the run must be bounded (``duration`` or ``max_bars``), and it is placed so that it
 ends at the present: bars never lie in the future (which the database would reject).
 
+The feed's clock: at a speed other than 1, a simulated source (replay, synthetic) sets ``pgtrade.feed_now`` in each
+ingest transaction to its simulated time (the offset of the newest update in the batch after the first minute's
+start). The database takes that as now for the closed-bar rule (``ml.closed_upto``: a forming bar stamped in the
+simulated past is closed only once the simulated clock passes its end, so it is scored once, not on its first
+update) and for wall-clock accounts (``trading.account_clock``: orders its closed bars cause are accepted at the
+simulated time, so the feed's next bar can fill them). At speed 1 the bars are live and now() is the clock.
+
 Latency of an update = wall time from its arrival in Python (its scheduled time for synthetic/replay -- so time
 spent queued behind a slow commit counts -- or the end of the poll for the API sources) to the commit of the
 transaction that stored it. Updates of the same bar that pile up while a commit is in flight are coalesced (the
@@ -129,6 +136,7 @@ class Stream:
         auto_register: bool = False,
         asset_class: str = "stock",
         on_connect: Callable[[int], None] | None = None,
+        sim_clock: datetime | None = None,
     ):
         self.config = config
         self.url = url
@@ -138,6 +146,8 @@ class Stream:
         self.auto_register = auto_register
         self.asset_class = asset_class
         self.on_connect = on_connect
+        self.sim_clock = sim_clock  # set: the simulated time of tick offset 0, sent as pgtrade.feed_now
+        self._sim_offset = 0.0  # offset of the newest update handed to _send
         self.stats = StreamStats()
         self.conn: psycopg.Connection | None = None
         self.backend_pid: int | None = None
@@ -168,6 +178,8 @@ class Stream:
             latest[key] = item
         batch = list(latest.values())
 
+        feed_now = self.sim_clock + timedelta(seconds=self._sim_offset) if self.sim_clock is not None else None
+
         def attempt():
             conn = (
                 self.conn
@@ -175,7 +187,12 @@ class Stream:
                 else self._connect()
             )
             return ingest_batch(
-                conn, batch, source=self.source_name, auto_register=self.auto_register, asset_class=self.asset_class
+                conn,
+                batch,
+                source=self.source_name,
+                auto_register=self.auto_register,
+                asset_class=self.asset_class,
+                feed_now=feed_now,
             )
 
         def on_retry(_n, _verdict, _wait):
@@ -236,6 +253,7 @@ class Stream:
                     if nxt.bar is not None:
                         pending.append((self._due_ns(nxt.offset), nxt.bar))
                         self.stats.updates += 1
+                        self._sim_offset = max(self._sim_offset, nxt.offset)
                     nxt = next(ticks, None)  # a wake-up tick lets a polling source fetch now
                 if pending:
                     self._send(pending)
@@ -397,6 +415,7 @@ def build(config: StreamConfig, *, url: str, fetch=None, on_connect=None) -> Str
                 source_name="synthetic",
                 lead=(now - start).total_seconds() if config.speed == 1 else 0.0,
                 on_connect=on_connect,
+                sim_clock=start if config.speed != 1 else None,
             )
             stream.calibration, stream.start = cal, start
             return stream
@@ -412,6 +431,7 @@ def build(config: StreamConfig, *, url: str, fetch=None, on_connect=None) -> Str
                 source_name=name[:200],
                 lead=(now - start).total_seconds() if config.speed == 1 else 0.0,
                 on_connect=on_connect,
+                sim_clock=start if config.speed != 1 else None,
             )
             stream.start = start
             return stream

@@ -333,8 +333,14 @@ def ingest_batch(
     auto_register: bool = False,
     asset_class: str = "stock",
     direct: bool = False,
+    feed_now: datetime | None = None,
 ) -> IngestReport:
     """One batch in one transaction (a savepoint inside a transaction of the caller's).
+
+    ``feed_now`` (a simulated feed's time: ``pgtrade stream`` replaying or synthesizing faster than real time) is
+    set as ``pgtrade.feed_now`` for the transaction: the database's clock for the closed-bar rule (``ml.closed_upto``)
+    and for wall-clock accounts (``trading.account_clock``), so a forming bar stamped in the simulated past is not
+    taken as closed, and orders its closed bars cause are accepted at the simulated time.
 
     With ``direct``, well-formed new bars (every item a Bar with a normalized symbol, an aware ts and numbers, none
     stored yet) are COPYed straight into ``market.bars``, which checks them with every rule of the ingest path (the
@@ -345,11 +351,12 @@ def ingest_batch(
     duplicates upserted), with the same result as always."""
     rows = [_row(item) for item in batch]
     if direct and _well_formed(batch, rows):
-        report = _direct(conn, rows, source)
+        report = _direct(conn, rows, source, feed_now)
         if report is not None:
             return report
     report = IngestReport()
     with conn.transaction(), conn.cursor() as cur:
+        _set_feed_now(cur, feed_now)
         cur.execute("SELECT market.ingest_begin()")
         with cur.copy(_COPY) as copy:
             copy.set_types(_TYPES)
@@ -385,7 +392,14 @@ def _well_formed(batch: list[Bar | Unparsed], rows: list[tuple]) -> bool:
     )
 
 
-def _direct(conn: psycopg.Connection, rows: list[tuple], source: str) -> IngestReport | None:
+def _set_feed_now(cur: psycopg.Cursor, feed_now: datetime | None) -> None:
+    if feed_now is not None:
+        cur.execute("SELECT set_config('pgtrade.feed_now', %s, true)", (feed_now.astimezone(UTC).isoformat(),))
+
+
+def _direct(
+    conn: psycopg.Connection, rows: list[tuple], source: str, feed_now: datetime | None = None
+) -> IngestReport | None:
     """COPY new, well-formed bars straight into market.bars; None when the staging path must take the batch."""
     series: dict[tuple[str, str], list] = {}
     counts: dict[str, int] = {}
@@ -404,6 +418,7 @@ def _direct(conn: psycopg.Connection, rows: list[tuple], source: str) -> IngestR
     probe = ([k[0] for k in keys], [k[1] for k in keys], [series[k][0] for k in keys], [series[k][1] for k in keys])
     try:
         with conn.transaction(), conn.cursor() as cur:
+            _set_feed_now(cur, feed_now)
             rollup = cur.execute("SELECT market.rollup_interval()").fetchone()[0]
             if cur.execute(_STORED, probe).fetchone()[0]:
                 raise _Staging

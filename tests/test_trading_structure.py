@@ -55,6 +55,12 @@ INTERNAL = {
     "evaluate_model",
     "onnx_describe",
     "check_training_input",
+    # scoring and auto-trading (issue 12)
+    "feature_rows",
+    "incompatible_model",
+    "scored",
+    "score_bars",
+    "auto_trade",
 }
 
 

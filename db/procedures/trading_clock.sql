@@ -3,12 +3,22 @@
 
 -- The clock rule, in one place. A scalar SQL function without FROM, so it is inlined wherever it is called:
 -- procedures that already hold the account row take the time from it without reading the row again.
+-- A wall-clock account's now is the feed's clock: now(), unless the transaction set pgtrade.feed_now (a simulated
+-- feed -- pgtrade stream replaying or synthesizing faster than real time -- sets its simulated time in each ingest
+-- transaction; the same setting ml.feed_now reads for the closed-bar rule). So orders that the bars of such a feed
+-- cause (auto-trading) are accepted at the feed's time, and the feed's next bars can fill them (internal.match_orders
+-- fills from the first bar opening at or after acceptance), as they would at real speed. Whoever can set the
+-- setting moves wall-clock accounts' time (a market order would then fill at an older price): the ingest sessions
+-- do; a web request cannot (PostgREST sets only request.* settings, and the api functions set none).
 CREATE OR REPLACE FUNCTION trading.account_clock(clock_mode text, clock_ts timestamptz)
 RETURNS timestamptz
 LANGUAGE sql STABLE PARALLEL SAFE
-AS $$ SELECT CASE account_clock.clock_mode WHEN 'manual' THEN account_clock.clock_ts ELSE now() END $$;
+AS $$
+  SELECT CASE account_clock.clock_mode WHEN 'manual' THEN account_clock.clock_ts
+              ELSE coalesce(nullif(current_setting('pgtrade.feed_now', true), '')::timestamptz, now()) END
+$$;
 COMMENT ON FUNCTION trading.account_clock IS
-  'The clock rule: now() for a wall-clock account, clock_ts for a manual-clock one (from an account row already read; trading.account_now reads it by id).';
+  'The clock rule: now() for a wall-clock account (the simulated time pgtrade.feed_now when the transaction set one: a simulated feed), clock_ts for a manual-clock one (from an account row already read; trading.account_now reads it by id).';
 
 -- PL/pgSQL rather than SQL on purpose: a SQL function that reads a table cannot be inlined into an expression, and
 -- then re-plans its query on every call (~0.1 ms); PL/pgSQL keeps the plan (~0.01 ms).

@@ -1,11 +1,19 @@
 -- trading.place_order: validate, run the pre-trade risk checks under the account row lock, record the order
 -- (accepted or rejected, never raised: a raise would roll the record back), fill market orders at once.
+-- signal_id links an order to the ml.signals row that caused it (auto-trading, source 'signal'): at most one order
+-- per account and signal (orders_account_signal); placing another for the same signal returns the first one, so a
+-- rejected signal order is recorded once and never retried blindly.
+
+-- The signal_id parameter was added: the older signature goes first (CREATE OR REPLACE would add an overload, and
+-- every call with the old arguments would then be ambiguous until migrate drops it).
+DROP FUNCTION IF EXISTS trading.place_order(bigint, text, text, numeric, text, numeric, numeric, text, text, numeric,
+                                            numeric, text);
 
 CREATE OR REPLACE FUNCTION trading.place_order(
   account_id bigint, symbol text, side text, qty numeric, type text DEFAULT 'market',
   limit_price numeric DEFAULT NULL, stop_price numeric DEFAULT NULL, tif text DEFAULT 'day',
   client_order_id text DEFAULT NULL, stop_loss numeric DEFAULT NULL, take_profit numeric DEFAULT NULL,
-  source text DEFAULT 'manual')
+  source text DEFAULT 'manual', signal_id bigint DEFAULT NULL)
 RETURNS trading.orders
 LANGUAGE plpgsql
 AS $$
@@ -33,6 +41,8 @@ DECLARE
   _other_gross numeric;
   _result_qty numeric;
   _diff text;
+  _signal bigint;      -- the signal named by signal_id, when it exists
+  _signal_sym text;
 BEGIN
   SELECT * INTO _a FROM trading.accounts a WHERE a.id = place_order.account_id FOR UPDATE;
   IF NOT FOUND THEN
@@ -56,7 +66,8 @@ BEGIN
                    ('tif', _o.tif IS DISTINCT FROM _tif),
                    ('stop_loss', _o.stop_loss IS DISTINCT FROM place_order.stop_loss),
                    ('take_profit', _o.take_profit IS DISTINCT FROM place_order.take_profit),
-                   ('source', _o.source IS DISTINCT FROM _source)) f(name, differs)
+                   ('source', _o.source IS DISTINCT FROM _source),
+                   ('signal_id', _o.signal_id IS DISTINCT FROM place_order.signal_id)) f(name, differs)
       WHERE f.differs;
       IF _diff IS NOT NULL THEN
         RAISE EXCEPTION 'client_order_id % was already used for a different order', quote_literal(place_order.client_order_id)
@@ -68,6 +79,19 @@ BEGIN
     END IF;
   END IF;
 
+  -- One order per account and signal: the first one is the answer (whatever became of it)
+  IF place_order.signal_id IS NOT NULL THEN
+    SELECT * INTO _o FROM trading.orders o
+    WHERE o.account_id = _a.id AND o.signal_id = place_order.signal_id;
+    IF FOUND THEN
+      RETURN _o;
+    END IF;
+  END IF;
+
+  IF place_order.signal_id IS NOT NULL THEN  -- only then: ml is the owner's schema
+    SELECT s.id, s.symbol INTO _signal, _signal_sym FROM ml.signals s WHERE s.id = place_order.signal_id;
+  END IF;
+
   -- Malformed requests (recorded as rejected, TR010)
   IF _side IS NULL OR _side NOT IN ('buy', 'sell') THEN
     _code := 'TR010'; _reason := 'side must be buy or sell';
@@ -77,6 +101,10 @@ BEGIN
     _code := 'TR010'; _reason := 'time in force must be day or gtc';
   ELSIF _source NOT IN ('manual', 'signal', 'strategy') THEN
     _code := 'TR010'; _reason := 'source must be manual, signal or strategy';
+  ELSIF place_order.signal_id IS NOT NULL AND _source <> 'signal' THEN
+    _code := 'TR010'; _reason := 'only an order of source signal names a signal';
+  ELSIF place_order.signal_id IS NOT NULL AND _signal_sym IS DISTINCT FROM _sym THEN
+    _code := 'TR010'; _reason := format('signal %s is not a signal of %s', place_order.signal_id, coalesce(_sym, 'NULL'));
   ELSIF NOT coalesce(place_order.qty > 0 AND place_order.qty < 'Infinity', false) THEN
     _code := 'TR010'; _reason := 'quantity must be a positive finite number';
   ELSIF _type IN ('limit', 'stop_limit') AND NOT coalesce(place_order.limit_price > 0 AND place_order.limit_price < 'Infinity', false) THEN
@@ -184,14 +212,15 @@ BEGIN
 
   INSERT INTO trading.orders AS o (account_id, client_order_id, symbol, side, type, qty, limit_price, stop_price, tif,
                                    status, reject_code, reject_reason, source, stop_loss, take_profit, est_price,
-                                   accepted_at, expires_at, created_at, updated_at, closed_at)
+                                   accepted_at, expires_at, created_at, updated_at, closed_at, signal_id)
   VALUES (_a.id, place_order.client_order_id, coalesce(_sym, place_order.symbol), coalesce(_side, place_order.side),
           _type, place_order.qty, place_order.limit_price, place_order.stop_price, _tif,
           CASE WHEN _code IS NULL THEN 'accepted' ELSE 'rejected' END, _code, _reason, _source,
           place_order.stop_loss, place_order.take_profit, _est,
           CASE WHEN _code IS NULL THEN _now END,
           CASE WHEN _code IS NULL AND _tif = 'day' AND _type <> 'market' THEN market.session_end(_sym, _now) END,
-          _now, _now, CASE WHEN _code IS NOT NULL THEN _now END)
+          _now, _now, CASE WHEN _code IS NOT NULL THEN _now END,
+          CASE WHEN _source = 'signal' AND _signal_sym = _sym THEN _signal END)
   RETURNING * INTO _o;
 
   IF _code IS NOT NULL THEN
@@ -209,4 +238,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION trading.place_order IS
-  'Place an order. Validates and runs the pre-trade risk checks under the account lock; a failed check records the order as rejected (reject_code, reject_reason) and returns it (no exception). Market orders fill at once at the last price plus slippage; limit, stop and stop_limit orders rest until a bar crosses them. Raises TR013 for an unknown account and TR012 for a reused client_order_id with different parameters.';
+  'Place an order. Validates and runs the pre-trade risk checks under the account lock; a failed check records the order as rejected (reject_code, reject_reason) and returns it (no exception). Market orders fill at once at the last price plus slippage; limit, stop and stop_limit orders rest until a bar crosses them. Raises TR013 for an unknown account and TR012 for a reused client_order_id with different parameters. signal_id (source signal) links the order to the ml.signals row that caused it: one order per account and signal, a second call for the same signal returns the first order.';
