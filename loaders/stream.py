@@ -67,6 +67,7 @@ class StreamConfig:
     poll_seconds: float = 30.0
     calibrate_on: str = "SPX"
     resume: bool = False
+    ends_ago: float = 0.0
     max_batch: int = 5000
     db_policy: RetryPolicy = RetryPolicy(attempts=10, base=0.1, cap=5.0, total=120.0)
     api_policy: RetryPolicy = RetryPolicy(attempts=4, base=1.0, cap=20.0, total=60.0)
@@ -109,9 +110,14 @@ def _floor_minute(dt: datetime) -> datetime:
 
 
 def sim_start(config: StreamConfig, now: datetime, ticks_per_minute: int) -> datetime:
-    """The first (aligned) minute of a run: the current one at speed 1, else so that the run ends by ``now``."""
+    """The first (aligned) minute of a run: the current one at speed 1, else so that the run ends by ``now``
+    (``ends_ago`` minutes before it: room for a later run, e.g. a replay resumed, to fill up to the present)."""
     if config.speed == 1:
+        if config.ends_ago:
+            raise PgtradeError("--ends-ago places a run faster than real time; at --speed 1 bars are live")
         return _floor_minute(now)
+    if config.ends_ago < 0:
+        raise PgtradeError("--ends-ago must be zero or more minutes")
     spans = []
     if config.duration is not None:
         spans.append(config.duration * config.speed)
@@ -119,7 +125,7 @@ def sim_start(config: StreamConfig, now: datetime, ticks_per_minute: int) -> dat
         spans.append(math.ceil(config.max_bars / max(1, ticks_per_minute)) * 60)
     if not spans:
         raise PgtradeError("--speed above 1 needs --duration or --max-bars (simulated time must end by now)")
-    return _floor_minute(now - timedelta(seconds=min(spans) + 60))
+    return _floor_minute(now - timedelta(seconds=min(spans) + 60, minutes=config.ends_ago))
 
 
 class Stream:

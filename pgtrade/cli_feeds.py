@@ -160,6 +160,13 @@ def load_alpaca_cmd(symbols, start, end, asset_class, as_json, interval, feed) -
     is_flag=True,
     help="Replay: continue each symbol's history after the bars earlier replays sent (else from its first bar).",
 )
+@click.option(
+    "--ends-ago",
+    default=0.0,
+    show_default=True,
+    type=float,
+    help="Above --speed 1: place the run so that it ends this many minutes before now (room for a later run).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @user_errors
 def stream_cmd(
@@ -174,6 +181,7 @@ def stream_cmd(
     calibrate_on,
     poll_seconds,
     resume,
+    ends_ago,
     as_json,
 ) -> None:
     """Feed bars into the database live, through the ingest path; Ctrl-C stops with a summary.
@@ -197,6 +205,7 @@ def stream_cmd(
         calibrate_on=calibrate_on,
         poll_seconds=poll_seconds,
         resume=resume,
+        ends_ago=ends_ago,
     )
     stream = build(cfg, url=database_url())
     if not as_json:

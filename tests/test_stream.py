@@ -146,14 +146,18 @@ def test_replay_resumes_after_the_bars_earlier_replays_sent(db_url, unique_symbo
     first = build(StreamConfig(source="replay", symbols=(unique_symbol,), speed=600, max_bars=2), url=db_url)
     assert first.run().inserted == 2
     assert [r[5] for r in sorted(stored(db_url, [unique_symbol]))] == [Decimal("10.5"), Decimal("11.5")]
-    # the second run replays the daily history again (never the replayed 1m bars), from the third day on
+    # the second run replays the daily history again (never the replayed 1m bars), from the third day on, placed
+    # to end 10 minutes ago
     second = build(
-        StreamConfig(source="replay", symbols=(unique_symbol,), speed=600, max_bars=2, resume=True), url=db_url
+        StreamConfig(source="replay", symbols=(unique_symbol,), speed=600, max_bars=2, resume=True, ends_ago=10),
+        url=db_url,
     )
+    assert datetime.now(UTC) - second.start >= timedelta(minutes=12)
     assert second.source_name == f"replay:{unique_symbol}:1d"
     second.run()
     rows = sorted(stored(db_url, [unique_symbol]), key=lambda r: r[1])
-    assert [r[5] for r in rows if r[1] >= second.start] == [Decimal("12.5"), Decimal("13.5")]
+    sent = [r[5] for r in rows if second.start <= r[1] < second.start + timedelta(minutes=2)]
+    assert sent == [Decimal("12.5"), Decimal("13.5")]
 
 
 def test_polling_source_with_injected_fetch(db_url, unique_symbol):

@@ -6,4 +6,3 @@ CREATE INDEX training_runs_compared_to ON ml.training_runs (compared_to);
 CREATE INDEX anomalies_model ON ml.anomalies (model_id);
 CREATE INDEX alerts_account ON ops.alerts (account_id);
 CREATE INDEX alerts_anomaly ON ops.alerts (anomaly_id);
-CREATE INDEX orders_signal ON trading.orders (signal_id) WHERE signal_id IS NOT NULL;
