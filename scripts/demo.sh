@@ -106,9 +106,11 @@ pgtrade signals --symbols SPX --limit 8
 step "anomalies the history load found in the S&P 500 (HIGH and CRITICAL)"
 pgtrade anomalies --symbols SPX --severity HIGH --limit 12
 
-step "ML live: the bundled history replayed fast as 1m bars (the last bar ends now), models trained on it"
+step "ML live: the bundled history replayed fast as 1m bars (ending an hour ago), models trained on it"
 live=SPX,IXIC,GOOG,GOOGL
-pgtrade stream --source replay --symbols "$live" --speed 3000 --max-bars 4800
+pgtrade stream --source replay --symbols "$live" --speed 3000 --max-bars 4800 --ends-ago 60
+# --force: activated whatever they scored (the daily retraining job activates only a version that beats the active
+# one and the naive baselines out of sample)
 pgtrade ml train --model gbm --symbols "$live" --interval 1m --name live-gbm --activate --force
 pgtrade ml train --model logreg --symbols "$live" --interval 1m --name live-logreg --activate --force
 pgtrade ml train --model isolation_forest --symbols "$live" --interval 1m --name live-pattern --activate --force
@@ -124,11 +126,11 @@ FROM api.set_auto_trading(enabled => true, models => ARRAY['live-gbm', 'live-log
 COMMIT;
 SQL
 
-step "the replay goes on live for 4 minutes: each closed bar is scored, checked for anomalies, traded"
+step "the replay goes on up to the present (60x): each closed bar is scored, checked for anomalies, traded"
 alerts_log=$(mktemp)
 pgtrade alerts follow --consumer demo >"$alerts_log" 2>&1 &
 follower=$!
-pgtrade stream --source replay --symbols "$live" --speed 1 --duration 240 --resume
+pgtrade stream --source replay --symbols "$live" --speed 60 --duration 60 --resume
 sleep 2
 kill "$follower" 2>/dev/null || true
 wait "$follower" 2>/dev/null || true

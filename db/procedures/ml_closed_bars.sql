@@ -11,9 +11,9 @@
 CREATE OR REPLACE FUNCTION ml.feed_now()
 RETURNS timestamptz LANGUAGE sql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT coalesce(nullif(current_setting('pgtrade.feed_now', true), '')::timestamptz, now()) $$;
+AS $$ SELECT trading.account_clock('wall', NULL) $$;  -- the one clock rule (db/procedures/trading_clock.sql)
 COMMENT ON FUNCTION ml.feed_now IS
-  'The feed''s clock: the setting pgtrade.feed_now when the ingest transaction set one (a simulated feed), else now().';
+  'The feed''s clock, a wall-clock account''s (trading.account_clock): the setting pgtrade.feed_now when the ingest transaction set one (a simulated feed), never later than now(); else now().';
 
 -- PL/pgSQL with plans made for each call's values: the rule reads the newest bars of one series of a hypertable of
 -- hundreds of chunks, and a SQL function's query is planned for every call over all of them (measured: 28 ms per

@@ -9,13 +9,15 @@
 -- cause (auto-trading) are accepted at the feed's time, and the feed's next bars can fill them (internal.match_orders
 -- fills from the first bar opening at or after acceptance), as they would at real speed. Whoever can set the
 -- setting moves wall-clock accounts' time (a market order would then fill at an older price): the ingest sessions
--- do; a web request cannot (PostgREST sets only request.* settings, and the api functions set none).
+-- do; a web request cannot (PostgREST sets only request.* settings, and the api functions set none). The setting
+-- never moves the clock past now(): a simulated feed's bars lie in the past, and no setting makes a forming bar
+-- closed or a resting order fillable before its time.
 CREATE OR REPLACE FUNCTION trading.account_clock(clock_mode text, clock_ts timestamptz)
 RETURNS timestamptz
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
   SELECT CASE account_clock.clock_mode WHEN 'manual' THEN account_clock.clock_ts
-              ELSE coalesce(nullif(current_setting('pgtrade.feed_now', true), '')::timestamptz, now()) END
+              ELSE least(nullif(current_setting('pgtrade.feed_now', true), '')::timestamptz, now()) END
 $$;
 COMMENT ON FUNCTION trading.account_clock IS
   'The clock rule: now() for a wall-clock account (the simulated time pgtrade.feed_now when the transaction set one: a simulated feed), clock_ts for a manual-clock one (from an account row already read; trading.account_now reads it by id).';
