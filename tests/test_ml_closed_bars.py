@@ -11,7 +11,7 @@ internal.process_closed (the number of series it handed on) in each session inst
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import psycopg
@@ -156,6 +156,20 @@ def test_without_a_feed_clock_a_bar_whose_time_has_passed_is_closed_on_arrival(d
     feed_clock(db, None)
     bars(db, sym, [(T0, 1, 1, 1, 1, 1)])
     assert [m[:2] for m in trace(sym)] == [(None, T0)]
+
+
+def test_a_feed_clock_ahead_of_now_closes_nothing_early(db, trace):
+    """The feed's setting never moves the clock past now(): a forming bar stays open under a clock set an hour
+    ahead (and a wall-clock account's time stays now(): the same rule, trading.account_clock)."""
+    sym = "CLOSEF"
+    instrument(db, sym)
+    minute = datetime.now(UTC).replace(second=0, microsecond=0)
+    feed_clock(db, minute + timedelta(hours=1))
+    bars(db, sym, [(minute, 1, 1, 1, 1, 1)])
+    assert trace(sym) == []
+    assert db.execute("SELECT trading.account_clock('wall', NULL) <= now()").fetchone()[0]
+    feed_clock(db, minute - timedelta(hours=1))
+    assert db.execute("SELECT trading.account_clock('wall', NULL) = %s", (minute - timedelta(hours=1),)).fetchone()[0]
 
 
 def test_a_bulk_load_hands_all_its_closed_bars_on_once(db, trace):
