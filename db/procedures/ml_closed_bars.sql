@@ -86,7 +86,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
   -- steps, in order (each a function of these four arrays):
-  NULL;
+  PERFORM internal.detect_anomalies(on_closed_bars.symbols, on_closed_bars.intervals, on_closed_bars.after_ts,
+                                    on_closed_bars.upto_ts);
 END
 $$;
 REVOKE ALL ON FUNCTION internal.on_closed_bars(text[], text[], timestamptz[], timestamptz[]) FROM PUBLIC;
