@@ -69,7 +69,7 @@ BEGIN
     RAISE EXCEPTION 'alert consumer name is empty' USING ERRCODE = 'ML034',
       HINT = 'name the consumer (pgtrade alerts follow --consumer NAME)';
   END IF;
-  INSERT INTO ops.alert_cursors (consumer) VALUES (alert_delivered.consumer) ON CONFLICT (consumer) DO NOTHING;
+  INSERT INTO ops.alert_cursors (consumer) VALUES (alert_delivered.consumer) ON CONFLICT ON CONSTRAINT alert_cursors_pkey DO NOTHING;
   SELECT c.last_id INTO _last FROM ops.alert_cursors c WHERE c.consumer = alert_delivered.consumer FOR UPDATE;
   IF alert_delivered.alert_id <= _last THEN
     RETURN _last;
