@@ -16,3 +16,9 @@ INSERT INTO ml.anomaly_thresholds (symbol, type, low, medium, high, critical) VA
 
 COMMENT ON COLUMN ml.anomaly_thresholds.enabled IS
   'false turns detection of this type off for the symbol (a ''*'' row with enabled = false: for every symbol without a row of its own).';
+
+-- Foreign keys of the anomaly and alert tables, indexed (tests/sql/market_structure.sql: every foreign key is
+-- indexed); alerts_anomaly also serves the join from an anomaly to its alert (pgtrade anomalies).
+CREATE INDEX IF NOT EXISTS anomalies_model ON ml.anomalies (model_id);
+CREATE INDEX IF NOT EXISTS alerts_anomaly ON ops.alerts (anomaly_id);
+CREATE INDEX IF NOT EXISTS alerts_account ON ops.alerts (account_id);
