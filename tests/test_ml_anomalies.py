@@ -372,3 +372,63 @@ def test_bad_input_to_detect_anomalies(db):
                     db.execute("SELECT ml.detect_anomalies(%s, %s, %s, %s)", args)
         assert exc.value.diag.sqlstate == code, args
         assert code == "22023" or exc.value.diag.message_hint
+
+
+def test_cli_anomalies_and_signals(db_url, unique_symbol, monkeypatch):
+    from click.testing import CliRunner
+    from sklearn.linear_model import LogisticRegression
+
+    from pgtrade.cli import main
+
+    monkeypatch.setenv("PGTRADE_DATABASE_URL", db_url)
+    opens, closes, volumes = walk(200, seed=7)
+    closes[150:] = [c * 1.09 for c in closes[150:]]
+    opens[151:] = [o * 1.09 for o in opens[151:]]
+    volumes[170] *= 3.2
+    with psycopg.connect(db_url) as conn:
+        instrument(conn, unique_symbol)
+        load(conn, unique_symbol, opens, closes, volumes)
+        # a signal row as the scoring step writes it (ml.signals belongs to that step)
+        X = np.random.default_rng(0).normal(size=(40, len(conn.execute("SELECT ml.feature_names()").fetchone()[0])))
+        model = register_model(
+            conn,
+            LogisticRegression().fit(X, np.arange(40) % 2),
+            name=f"cli-{unique_symbol.lower()}",
+            symbols=[unique_symbol],
+            interval="1d",
+        )
+        conn.execute(
+            """INSERT INTO ml.signals (model_id, symbol, interval, ts, probability, confidence, signal, close)
+               VALUES (%s, %s, '1d', %s, 0.61, 0.22, 'BUY', 101.5)""",
+            (model, unique_symbol, START + 199 * DAY),
+        )
+    run = CliRunner().invoke
+    out = run(main, ["anomalies", "--symbols", unique_symbol.lower(), "--json"])
+    assert out.exit_code == 0, out.output
+    rows = json.loads(out.stdout)
+    assert {(r["ts"][:10], r["type"], r["severity"]) for r in rows} >= {
+        ((START + 150 * DAY).date().isoformat(), "price", "CRITICAL")
+    }
+    assert {r["symbol"] for r in rows} == {unique_symbol}
+    high = json.loads(run(main, ["anomalies", "--symbols", unique_symbol, "--severity", "high", "--json"]).stdout)
+    assert high and all(r["severity"] in ("HIGH", "CRITICAL") for r in high)
+    assert {r["id"] for r in high} <= {r["id"] for r in rows}
+    vol = json.loads(run(main, ["anomalies", "--symbols", unique_symbol, "--type", "volume", "--json"]).stdout)
+    assert [(r["ts"][:10], r["severity"]) for r in vol] == [((START + 170 * DAY).date().isoformat(), "MEDIUM")]
+    since = run(main, ["anomalies", "--symbols", unique_symbol, "--since", (START + 160 * DAY).date().isoformat()])
+    assert since.exit_code == 0 and "volume" in since.stdout and "price" not in since.stdout
+    sig = json.loads(run(main, ["signals", "--symbols", unique_symbol, "--json"]).stdout)
+    assert [(s["model"], s["version"], s["signal"], s["probability"]) for s in sig] == [
+        (f"cli-{unique_symbol.lower()}", 1, "BUY", 0.61)
+    ]
+    table = run(main, ["signals", "--model", f"cli-{unique_symbol.lower()}:1"])
+    assert table.exit_code == 0 and "BUY" in table.stdout and unique_symbol in table.stdout
+    # bad input: one line, exit 1
+    for args, text in [
+        (["anomalies", "--type", "bogus"], "unknown anomaly type(s) bogus"),
+        (["anomalies", "--since", "yesterday"], "--since: not a date"),
+        (["signals", "--model", "no-such-model"], "unknown model 'no-such-model'"),
+        (["signals", "--model", "x:one"], "version must be a number"),
+    ]:
+        bad = run(main, args)
+        assert bad.exit_code == 1 and text in bad.output and "Traceback" not in bad.output, (args, bad.output)

@@ -42,6 +42,17 @@ $$;
 COMMENT ON FUNCTION ml.robust_stats IS
   '{median, robust sigma, n} of the non-NULL values: sigma = 1.4826 x MAD, or 1.2533 x mean absolute deviation from the median when MAD = 0, NULL when all values are equal.';
 
+-- The median alone (one sort; gaps and volumes need no scale of their own), ignoring NULL and NaN.
+CREATE OR REPLACE FUNCTION ml.median(vals double precision[])
+RETURNS double precision
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY u.x)
+  FROM unnest(median.vals) u(x) WHERE u.x IS NOT NULL AND u.x <> 'NaN'::float8
+$$;
+COMMENT ON FUNCTION ml.median IS 'The median of the non-NULL, non-NaN values (NULL when there are none).';
+
 -- Rule: the severity of an anomaly score under its thresholds; NULL (no anomaly) below low.
 CREATE OR REPLACE FUNCTION ml.anomaly_severity(
   score double precision, low double precision, medium double precision, high double precision,
@@ -149,7 +160,8 @@ BEGIN
     WINDOW p AS (PARTITION BY b.symbol, b.iv ORDER BY b.ts ROWS BETWEEN ml.anomaly_window() PRECEDING AND 1 PRECEDING)
   ), st AS (
     SELECT p.symbol, p.iv, p.ts, p.r, p.g, p.v,
-      ml.robust_stats(p.r_prev) AS rs, ml.robust_stats(p.g_prev) AS gs, ml.robust_stats(p.v_prev) AS vs
+      ml.robust_stats(p.r_prev) AS rs, ml.median(p.g_prev) AS g_med, ml.median(p.v_prev) AS v_med,
+      cardinality(p.v_prev) AS v_n
     FROM prev p
     WHERE p.ts > p.after_ts
   ), m AS (
@@ -179,16 +191,16 @@ BEGIN
     FROM st
     WHERE st.r IS NOT NULL AND st.rs[3] >= ml.anomaly_window() AND st.rs[2] > 0
     UNION ALL
-    SELECT st.symbol, st.iv, st.ts, 'gap', abs(st.g - st.gs[1]) / st.rs[2], NULL,
-      jsonb_build_object('gap', st.g, 'z', (st.g - st.gs[1]) / st.rs[2], 'median', st.gs[1], 'sigma', st.rs[2],
+    SELECT st.symbol, st.iv, st.ts, 'gap', abs(st.g - st.g_med) / st.rs[2], NULL,
+      jsonb_build_object('gap', st.g, 'z', (st.g - st.g_med) / st.rs[2], 'median', st.g_med, 'sigma', st.rs[2],
                          'window', st.rs[3])
     FROM st
     WHERE st.g IS NOT NULL AND st.rs[3] >= ml.anomaly_window() AND st.rs[2] > 0
     UNION ALL
-    SELECT st.symbol, st.iv, st.ts, 'volume', st.v / st.vs[1], NULL,
-      jsonb_build_object('volume', st.v, 'median', st.vs[1], 'window', st.vs[3])
+    SELECT st.symbol, st.iv, st.ts, 'volume', st.v / st.v_med, NULL,
+      jsonb_build_object('volume', st.v, 'median', st.v_med, 'window', st.v_n)
     FROM st
-    WHERE st.vs[3] >= ml.anomaly_window() AND st.vs[1] > 0
+    WHERE st.v_n >= ml.anomaly_window() AND st.v_med > 0
     UNION ALL
     SELECT k.symbol, k.iv, k.ts, 'pattern', -k.d, batch.model_id, jsonb_build_object('decision', k.d)
     FROM batch, unnest(batch.syms, batch.ivs, batch.tss, batch.out) k(symbol, iv, ts, d)
