@@ -171,6 +171,37 @@ def spx_days(conn) -> list[tuple]:
     ).fetchall()
 
 
+def pattern_calibration(conn) -> list[dict]:
+    """An IsolationForest (200 trees, seed 0) fit on the first half of each series' complete ml.features rows,
+    scored on the second half: the share of days at each pattern threshold and the top days (score = minus
+    sklearn's decision_function, which the ONNX model reproduces; tests/test_ml_anomalies.py holds them equal)."""
+    import numpy as np
+    from sklearn.ensemble import IsolationForest
+
+    th = conn.execute(
+        "SELECT low, medium, high, critical FROM ml.anomaly_thresholds WHERE symbol = '*' AND type = 'pattern'"
+    ).fetchone()
+    out = []
+    for sym in ("SPX", "GOOG"):
+        rows = conn.execute("SELECT ts, x FROM ml.features(%s, '1d') WHERE complete ORDER BY ts", ([sym],)).fetchall()
+        x = np.array([r[1] for r in rows], dtype=np.float32)
+        half = len(x) // 2
+        forest = IsolationForest(n_estimators=200, random_state=0).fit(x[:half])
+        score = -forest.decision_function(x[half:])
+        top = np.argsort(-score)[:8]
+        out.append(
+            {
+                "series": sym,
+                "fit": f"{rows[0][0]:%Y-%m-%d}..{rows[half - 1][0]:%Y-%m-%d}",
+                "scored": f"{rows[half][0]:%Y-%m-%d}..{rows[-1][0]:%Y-%m-%d}",
+                "days": len(score),
+                **{f"share_{sev}": float((score >= t).mean()) for sev, t in zip(SEVERITIES, th, strict=True)},
+                "top": [f"{rows[half + i][0]:%Y-%m-%d} {score[i]:.3f}" for i in top],
+            }
+        )
+    return out
+
+
 def timed(fn) -> float:
     t0 = time.perf_counter()
     fn()
@@ -269,6 +300,7 @@ def main() -> None:
                              ORDER BY ts OFFSET ml.anomaly_window() LIMIT 1)"""
             ).fetchone()[0]
             report["spx"] = {"scored_days": scored, "high_or_critical": [list(map(str, d)) for d in days]}
+            report["pattern"] = pattern_calibration(conn)
             report["thresholds"] = conn.execute(
                 "SELECT type, low, medium, high, critical FROM ml.anomaly_thresholds WHERE symbol = '*' ORDER BY type"
             ).fetchall()
@@ -296,6 +328,12 @@ def main() -> None:
     n = report["spx"]["scored_days"]
     print(f"\n## SPX 1d: {len(days)} of {n} scored days HIGH or CRITICAL ({100 * len(days) / n:.2f} %)\n")
     print(", ".join(f"{d} {'C' if s == 'CRITICAL' else 'H'} {r}%" for d, s, _, r in days))
+    print("\n## Pattern scores of an IsolationForest (share of out-of-sample days at each threshold)\n")
+    print("| series | fit on | scored | days | LOW | MEDIUM | HIGH | CRITICAL | top days |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in report["pattern"]:
+        shares = " | ".join(f"{100 * r[f'share_{f}']:.1f} %" for f in SEVERITIES)
+        print(f"| {r['series']} | {r['fit']} | {r['scored']} | {r['days']} | {shares} | {', '.join(r['top'])} |")
     print("\n## Cost\n")
     for k, v in report["costs"].items():
         print(f"- {k}: {v:.4g}" if isinstance(v, float) else f"- {k}: {v}")

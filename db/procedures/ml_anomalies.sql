@@ -104,6 +104,10 @@ CREATE OR REPLACE FUNCTION internal.detect_anomalies(
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+-- Custom plans only: each query's time bounds then exclude hypertable chunks when it is planned. (A cached generic
+-- plan, which PostgreSQL otherwise builds on a statement's sixth run to compare, spans every chunk: measured 50 ms
+-- once per session, against 3 ms for a one-bar call.)
+SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
   _n integer;
