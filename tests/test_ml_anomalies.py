@@ -316,6 +316,17 @@ def test_pattern_anomalies_score_the_isolation_forest_through_onnx(db):
     db.execute("DELETE FROM ml.anomalies WHERE type = 'pattern'")
     db.execute("SELECT ml.detect_anomalies('SPX', '1d', '2011-01-01', '2011-12-31')")
     assert db.execute("SELECT count(*) FROM ml.anomalies WHERE type = 'pattern'").fetchone()[0] == 0
+    # so does an active one trained on another feature version (its inputs would mean something else)
+    db.execute(
+        """INSERT INTO ml.models (name, version, task, kind, symbols, interval, feature_version, features,
+                                  output_name, output_column, onnx, onnx_sha256, status, activated_at)
+           SELECT name, version + 1, task, kind, symbols, interval, feature_version + 1, features, output_name,
+                  output_column, onnx, onnx_sha256, 'active', now()
+           FROM ml.models WHERE id = %s""",
+        (model,),
+    )
+    db.execute("SELECT ml.detect_anomalies('SPX', '1d', '2011-01-01', '2011-12-31')")
+    assert db.execute("SELECT count(*) FROM ml.anomalies WHERE type = 'pattern'").fetchone()[0] == 0
 
 
 # The well-known crash and shock days of 1999-2018 (each checked in the bundled data: the close-to-close move in
