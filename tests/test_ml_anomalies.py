@@ -344,9 +344,22 @@ SHOCK_DAYS = [
 ]
 
 
-def test_calibration_on_the_bundled_sp500(db):
+def test_calibration_on_the_bundled_sp500(scratch_db):
     """HIGH and CRITICAL price anomalies fall on at most 2 % of the scored SPX days 1999-2018, and every listed shock
-    day is one of them (the bulk load scores the series through the live path: the ingest's statement trigger)."""
+    day is one of them (the bulk load scores the series through the live path: the ingest's statement trigger).
+
+    In a database of its own: other tests leave compressed chunks of market.bars behind (test_jobs compresses a
+    2001 chunk), and a load into a range holding a compressed chunk scored one SPX day differently (3.62 for
+    2001-09-17 at load time, 4.16 when re-detected; not explained yet, see docs/ml-anomalies.md)."""
+    from pgtrade.migrate import migrate
+
+    with psycopg.connect(scratch_db, autocommit=True) as conn:
+        migrate(conn)
+    with psycopg.connect(scratch_db) as db:
+        _calibration(db)
+
+
+def _calibration(db: psycopg.Connection) -> None:
     load_sample(db, symbols=["SPX"])
     scored, flagged = db.execute(
         """SELECT (SELECT count(*) FROM market.bars b WHERE b.symbol = 'SPX' AND b.interval = '1d'
