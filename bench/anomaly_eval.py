@@ -23,7 +23,8 @@ the ingest path; dropped at the end (--keep keeps it). Prints markdown; --json w
 (3) Cost: the rolling-median options on SPX (window/array_agg vs LATERAL percentile_cont); ml.detect_anomalies
     over the whole SPX history; the bulk load of SPX's 5,031 bars and the ingest of one new SPX bar through
     pgtrade.ingest with detection on and off (off: the series' ML watermark set past every bar inside the
-    measured transaction, which is rolled back), interleaved, medians / p50 / p99; the detector alone on one bar.
+    measured transaction, which is rolled back), interleaved, medians / p50 / p99; the detector alone on one bar;
+    `load_sample` of all six bundled series (25,770 bars) into fresh databases, detection on and off.
 """
 
 from __future__ import annotations
@@ -272,6 +273,26 @@ def costs(url: str, runs: int) -> dict:
     return out
 
 
+def sample_load(reps: int = 2) -> dict:
+    """`load_sample` of every bundled series into a fresh database, detection on / off (off: every series' ML
+    watermark set past its bars before the load), interleaved; medians."""
+    from loaders.sample import manifest
+
+    took: dict = {"on": [], "off": []}
+    for _ in range(reps):
+        for arm in ("on", "off"):
+            with scratch_database("pgtrade_anomaly_eval_load") as url, psycopg.connect(url) as conn:
+                if arm == "off":
+                    for s in manifest():
+                        conn.execute("INSERT INTO ml.watermarks VALUES (%s, %s, 'infinity')", (s.symbol, s.interval))
+                    conn.commit()
+                took[arm].append(timed(lambda conn=conn: (load_sample(conn), conn.commit())))
+    return {
+        "load_sample_all_on_s": statistics.median(took["on"]),
+        "load_sample_all_off_s": statistics.median(took["off"]),
+    }
+
+
 def fmt(x) -> str:
     return "-" if x is None else f"{x:.2f}" if isinstance(x, float) else str(x)
 
@@ -305,6 +326,7 @@ def main() -> None:
                 "SELECT type, low, medium, high, critical FROM ml.anomaly_thresholds WHERE symbol = '*' ORDER BY type"
             ).fetchall()
         report["costs"] = costs(url, args.runs)
+    report["costs"] |= sample_load()
 
     print(f"machine: {report['machine']}\n")
     print("## Recall (share of injected events flagged at the severity or above)\n")
