@@ -44,6 +44,7 @@ INTERNAL = {
     "match_orders",
     "mark_latest",
     "mark_positions",
+    "detect_anomalies",  # the anomaly step of internal.on_closed_bars (db/procedures/ml_anomalies.sql)
 }
 
 
