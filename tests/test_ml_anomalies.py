@@ -349,8 +349,8 @@ def test_calibration_on_the_bundled_sp500(scratch_db):
     day is one of them (the bulk load scores the series through the live path: the ingest's statement trigger).
 
     In a database of its own: other tests leave compressed chunks of market.bars behind (test_jobs compresses a
-    2001 chunk), and a load into a range holding a compressed chunk scored one SPX day differently (3.62 for
-    2001-09-17 at load time, 4.16 when re-detected; not explained yet, see docs/ml-anomalies.md)."""
+    2001 chunk), and bars the ingest path COPYs into a compressed chunk are invisible to the closed-bar statement
+    trigger (docs/ml-anomalies.md, "Limits and open points"): 2001-09-17 then scored 3.62 instead of 4.16."""
     from pgtrade.migrate import migrate
 
     with psycopg.connect(scratch_db, autocommit=True) as conn:
