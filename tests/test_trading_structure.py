@@ -61,6 +61,8 @@ INTERNAL = {
     "scored",
     "score_bars",
     "auto_trade",
+    # anomalies (issue 12)
+    "detect_anomalies",  # the anomaly step of internal.on_closed_bars (db/procedures/ml_anomalies.sql)
 }
 
 

@@ -117,6 +117,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
   -- steps, in order (each a function of these four arrays):
+  PERFORM internal.detect_anomalies(on_closed_bars.symbols, on_closed_bars.intervals, on_closed_bars.after_ts,
+                                    on_closed_bars.upto_ts);
   PERFORM internal.score_bars(on_closed_bars.symbols, on_closed_bars.intervals, on_closed_bars.after_ts, on_closed_bars.upto_ts);
   PERFORM internal.auto_trade(on_closed_bars.symbols, on_closed_bars.intervals, on_closed_bars.after_ts, on_closed_bars.upto_ts);
 END
