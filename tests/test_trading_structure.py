@@ -48,6 +48,7 @@ INTERNAL = {
     "on_closed_bars",
     "onnx_run",
     "process_closed",
+    "on_late_bars",
     # models and training (issue 12): the ml package's PL/Python entry points and the check of a training request
     "python_importer",
     "model_kinds",

@@ -66,6 +66,8 @@ AS $$
 DECLARE
   _append_only boolean;
   _refused jsonb;
+  _lo timestamptz;
+  _hi timestamptz;
   _superseded constant text := 'superseded by a later row for the same bar in this load';
 BEGIN
   IF ingest_staged.source IS NULL OR btrim(ingest_staged.source) = '' THEN
@@ -106,6 +108,16 @@ BEGIN
   LEFT JOIN LATERAL (SELECT b.ts FROM market.bars b
                      WHERE b.symbol = r.symbol AND b.interval = r.interval
                      ORDER BY b.ts DESC LIMIT 1) latest ON true;
+
+  -- History written into a compressed chunk is not seen by the statement's own AFTER triggers (TimescaleDB 2.28.3,
+  -- measured: the ML step missed the September 2001 bars of SPX when one 2001 chunk was compressed, and scored
+  -- 9/11's return against the wrong day): such chunks are decompressed first (market.open_compressed_range); the
+  -- compression policy compresses them again. Live bars lie in the newest chunk, which is never compressed: the
+  -- check runs only for bars older than a day.
+  SELECT min(s.ts), max(s.ts) INTO _lo, _hi FROM pg_temp.bars_staging s;
+  IF _lo < now() - interval '1 day' THEN
+    PERFORM market.open_compressed_range(_lo, _hi);
+  END IF;
 
   -- The rows below are validated: the statement-level check on market.bars need not repeat it.
   PERFORM set_config('pgtrade.ingest_validated', 'on', true);
@@ -192,3 +204,32 @@ END
 $$;
 COMMENT ON FUNCTION market.ingest_staged IS
   'Validate the staged bars (market.staged_bars: market.bar_problem, known symbols), record rejects in market.rejected_bars, write the rest into market.bars (a changed bar replaces the old one; an identical one changes nothing). Returns counts per symbol.';
+
+-- Decompress the chunks of market.bars that hold [lo, hi] and are compressed, so that rows written there are seen by
+-- the writing statement's triggers (see market.ingest_staged). SECURITY DEFINER: decompressing needs the owner.
+CREATE OR REPLACE FUNCTION market.open_compressed_range(lo timestamptz, hi timestamptz)
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  _chunk regclass;
+  _n integer := 0;
+BEGIN
+  FOR _chunk IN
+    SELECT format('%I.%I', c.chunk_schema, c.chunk_name)::regclass
+    FROM timescaledb_information.chunks c
+    WHERE c.hypertable_schema = 'market' AND c.hypertable_name = 'bars' AND c.is_compressed
+      AND c.range_end > open_compressed_range.lo AND c.range_start <= open_compressed_range.hi
+    ORDER BY c.range_start
+  LOOP
+    PERFORM public.decompress_chunk(_chunk, if_compressed => true);
+    _n := _n + 1;
+  END LOOP;
+  RETURN _n;
+END
+$$;
+COMMENT ON FUNCTION market.open_compressed_range IS
+  'Decompress the compressed chunks of market.bars that hold [lo, hi] (before history is written there); returns how many. The compression policy compresses them again.';
+REVOKE ALL ON FUNCTION market.open_compressed_range(timestamptz, timestamptz) FROM PUBLIC;

@@ -63,7 +63,14 @@ COMMENT ON FUNCTION ml.closed_upto IS
 
 -- Hand the newly closed bars of these series to ML processing, once each: the bars after each series' watermark
 -- up to its newest closed bar. Returns the number of series that had newly closed bars.
-CREATE OR REPLACE FUNCTION internal.process_closed(symbols text[], intervals text[])
+-- Late bars: a statement's bars (lo_ts[i]..hi_ts[i], from the trigger) at or below the series' watermark arrived
+-- after a later bar was handed on: a backfilled gap, a correction, or a bulk load whose batches commit out of time
+-- order over several connections (measured: a two-worker load of SPX left the September 2001 bars behind the
+-- watermark, unscored and undetected). They go to internal.on_late_bars (anomalies and signals, not trading, which
+-- acts on the newest bar only); the watermark stays.
+DROP FUNCTION IF EXISTS internal.process_closed(text[], text[]);
+CREATE OR REPLACE FUNCTION internal.process_closed(
+  symbols text[], intervals text[], lo_ts timestamptz[] DEFAULT NULL, hi_ts timestamptz[] DEFAULT NULL)
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -73,6 +80,10 @@ DECLARE
   _ivs text[];
   _after timestamptz[];
   _upto timestamptz[];
+  _late_syms text[];
+  _late_ivs text[];
+  _late_after timestamptz[];
+  _late_upto timestamptz[];
 BEGIN
   INSERT INTO ml.watermarks (symbol, "interval", ts)
   SELECT DISTINCT u.symbol, u.iv, '-infinity'::timestamptz
@@ -88,14 +99,30 @@ BEGIN
     FOR UPDATE OF w
   ), c AS MATERIALIZED (
     SELECT l.symbol, l."interval", l.ts AS after_ts, ml.closed_upto(l.symbol, l."interval") AS upto FROM locked l
+  ), late AS (
+    -- this statement's bars at or below the watermark as it was (bars above it are handed on below)
+    SELECT c.symbol, c."interval", u.lo - interval '1 microsecond' AS after_ts, least(u.hi, c.after_ts) AS upto
+    FROM c
+    JOIN unnest(process_closed.symbols, process_closed.intervals, process_closed.lo_ts, process_closed.hi_ts)
+         u(symbol, iv, lo, hi) ON u.symbol = c.symbol AND u.iv = c."interval"
+    WHERE u.lo <= c.after_ts
+  ), late_agg AS (
+    SELECT array_agg(l.symbol) AS syms, array_agg(l."interval") AS ivs, array_agg(l.after_ts) AS afters,
+           array_agg(l.upto) AS uptos
+    FROM late l
   ), moved AS (
     UPDATE ml.watermarks w SET ts = c.upto FROM c
     WHERE w.symbol = c.symbol AND w."interval" = c."interval" AND c.upto > c.after_ts
     RETURNING c.symbol, c."interval", c.after_ts, c.upto
   )
-  SELECT array_agg(m.symbol), array_agg(m."interval"), array_agg(m.after_ts), array_agg(m.upto)
-    INTO _syms, _ivs, _after, _upto
+  SELECT array_agg(m.symbol), array_agg(m."interval"), array_agg(m.after_ts), array_agg(m.upto),
+         (SELECT la.syms FROM late_agg la), (SELECT la.ivs FROM late_agg la), (SELECT la.afters FROM late_agg la),
+         (SELECT la.uptos FROM late_agg la)
+    INTO _syms, _ivs, _after, _upto, _late_syms, _late_ivs, _late_after, _late_upto
   FROM moved m;
+  IF _late_syms IS NOT NULL THEN
+    PERFORM internal.on_late_bars(_late_syms, _late_ivs, _late_after, _late_upto);
+  END IF;
   IF _syms IS NULL THEN
     RETURN 0;
   END IF;
@@ -103,9 +130,9 @@ BEGIN
   RETURN cardinality(_syms);
 END
 $$;
-REVOKE ALL ON FUNCTION internal.process_closed(text[], text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION internal.process_closed(text[], text[], timestamptz[], timestamptz[]) FROM PUBLIC;
 COMMENT ON FUNCTION internal.process_closed IS
-  'Move the ML watermark of these series to their newest closed bar and hand the bars in between to internal.on_closed_bars, once each.';
+  'Move the ML watermark of these series to their newest closed bar and hand the bars in between to internal.on_closed_bars, once each; the statement''s late bars (lo_ts..hi_ts at or below the watermark) to internal.on_late_bars.';
 
 -- What happens to newly closed bars: series i's bars in (after_ts[i], upto_ts[i]]. Each step is set-based over
 -- all the series at once and runs in the transaction that closed the bars.
@@ -126,6 +153,25 @@ $$;
 REVOKE ALL ON FUNCTION internal.on_closed_bars(text[], text[], timestamptz[], timestamptz[]) FROM PUBLIC;
 COMMENT ON FUNCTION internal.on_closed_bars(text[], text[], timestamptz[], timestamptz[]) IS
   'The ML steps for newly closed bars (series i: bars in (after_ts[i], upto_ts[i]]), in the transaction that closed them: anomalies, then signals, then auto-trading.';
+
+-- Late bars (see internal.process_closed): anomalies and signals, as for newly closed bars, but no trading. Both
+-- steps are idempotent: detection updates a bar's anomaly rows in place (no second alert), scoring keeps a bar's
+-- first signal per model.
+CREATE OR REPLACE FUNCTION internal.on_late_bars(
+  symbols text[], intervals text[], after_ts timestamptz[], upto_ts timestamptz[])
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  PERFORM internal.detect_anomalies(on_late_bars.symbols, on_late_bars.intervals, on_late_bars.after_ts,
+                                    on_late_bars.upto_ts);
+  PERFORM internal.score_bars(on_late_bars.symbols, on_late_bars.intervals, on_late_bars.after_ts, on_late_bars.upto_ts);
+END
+$$;
+REVOKE ALL ON FUNCTION internal.on_late_bars(text[], text[], timestamptz[], timestamptz[]) FROM PUBLIC;
+COMMENT ON FUNCTION internal.on_late_bars(text[], text[], timestamptz[], timestamptz[]) IS
+  'The ML steps for late bars (series i: bars in (after_ts[i], upto_ts[i]], at or below the watermark): anomalies and signals, no trading.';
 
 -- The sweep (pg_cron, every minute; db/jobs/ml_jobs.sql): series whose last bar closed by the clock with no later
 -- bar arriving (a feed that stopped, a daily bar after its day).

@@ -12,11 +12,13 @@ AS $$
 DECLARE
   _syms text[];
   _ivs text[];
+  _los timestamptz[];
+  _his timestamptz[];
 BEGIN
-  SELECT array_agg(s.symbol), array_agg(s.interval) INTO _syms, _ivs
-  FROM (SELECT DISTINCT n.symbol, n.interval FROM new_bars n) s;
+  SELECT array_agg(s.symbol), array_agg(s.interval), array_agg(s.lo), array_agg(s.hi) INTO _syms, _ivs, _los, _his
+  FROM (SELECT n.symbol, n.interval, min(n.ts) AS lo, max(n.ts) AS hi FROM new_bars n GROUP BY n.symbol, n.interval) s;
   IF _syms IS NOT NULL THEN
-    PERFORM internal.process_closed(_syms, _ivs);
+    PERFORM internal.process_closed(_syms, _ivs, _los, _his);
   END IF;
   RETURN NULL;
 END
