@@ -106,8 +106,8 @@ pgtrade db psql -X -q -c "SELECT m.name, ml.activate(m.name, max(m.version)) IS 
 pgtrade db psql -X -q -c "SELECT ml.score('SPX', '1d', '2017-01-01', '2018-12-31') AS spx_signals, ml.score('IXIC', '1d', '2017-01-01', '2018-12-31') AS ixic_signals"
 pgtrade signals --symbols SPX --limit 8
 
-step "anomalies the history load found in the S&P 500 (HIGH and CRITICAL)"
-pgtrade anomalies --symbols SPX --severity HIGH --limit 12
+step "anomalies the history load found in the S&P 500: the autumn of 2008 (HIGH and CRITICAL)"
+pgtrade db psql -X -q -c "SELECT ts::date AS day, type, severity, round(score::numeric, 2) AS score, details FROM ml.anomalies WHERE symbol = 'SPX' AND severity IN ('HIGH', 'CRITICAL') AND ts BETWEEN '2008-09-01' AND '2008-12-31' ORDER BY ts, type"
 
 step "ML live: the bundled history replayed fast as 1m bars (ending an hour ago), models trained on it"
 live=SPX,IXIC,GOOG,GOOGL

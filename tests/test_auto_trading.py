@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_FLOOR, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 import numpy as np
 import psycopg
@@ -48,10 +48,10 @@ def _walk(sym: str, n: int, seed: int = 5) -> list[Bar]:
                 sym,
                 "1m",
                 T0 + i * MIN,
-                f"{o:.2f}",
-                f"{hi:.2f}",
-                f"{lo:.2f}",
-                f"{c[i]:.2f}",
+                f"{o:.4f}",
+                f"{hi:.4f}",
+                f"{lo:.4f}",
+                f"{c[i]:.4f}",
                 str(rng.integers(100, 5000)),
             )
         )
@@ -104,9 +104,11 @@ def orders(db, aid: int, source: str = "signal") -> list[dict]:
 
 
 def expected_limit(sig: dict, side: str, tick=Decimal("0.01")) -> Decimal:
-    """close +/- max(0.25 x ATR at the tick, one tick)."""
+    """close +/- max(0.25 x ATR at the tick, one tick), on the tick grid away from the close."""
     tol = max((Decimal("0.25") * sig["atr"] / tick).quantize(Decimal(1)) * tick, tick)
-    return sig["close"] + (tol if side == "buy" else -tol)
+    if side == "buy":
+        return ((sig["close"] + tol) / tick).to_integral_value(ROUND_CEILING) * tick
+    return ((sig["close"] - tol) / tick).to_integral_value(ROUND_FLOOR) * tick
 
 
 def expected_target(db, aid: int, sig: dict, limit: Decimal, size_fraction=Decimal(1)) -> Decimal:

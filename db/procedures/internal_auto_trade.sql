@@ -107,7 +107,9 @@ BEGIN
     _eff := _pos + _pending;
     _tol := greatest(round(coalesce((_r.params ->> 'entry_tolerance_atr')::numeric, 0.25)
                            * coalesce(_r.atr, 0)::numeric / _r.tick) * _r.tick, _r.tick);
-    _limit := _r.close + CASE _r.signal WHEN 'BUY' THEN _tol ELSE -_tol END;
+    -- on the tick grid (a close may lie off it: the bundled history's float noise), rounded away from the close
+    _limit := CASE _r.signal WHEN 'BUY' THEN ceil((_r.close + _tol) / _r.tick) * _r.tick
+                             ELSE floor((_r.close - _tol) / _r.tick) * _r.tick END;
     CONTINUE WHEN _limit <= 0;
     SELECT v.total_value INTO _pv FROM trading.portfolio(_r.account_id) v;
     _target := floor(greatest(_pv, 0) * _r.max_position_pct / 100 * _r.size_fraction * _r.confidence
