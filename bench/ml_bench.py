@@ -8,9 +8,10 @@ bundled daily history and registered as ONNX:
 2. batch scoring (ml.score over each daily series' whole history, signals written) in rows/s, beside
    ml.features alone;
 3. ingest of 10 symbols' live 1-minute bars (synthetic forming-bar updates, 6 per bar, one transaction per update
-   round as the live feed sends them, the feed clock set) with the steps on closed bars doing work (an active
-   direction model on the symbols, an auto-trading account) vs the same ingest of the same prices under symbols no
-   model or account touches: updates/s and the ratio, measured in the same run, alternating;
+   round as the live feed sends them, the feed clock set) with every ML step on (anomalies of every type with an
+   active pattern model, an active direction model, an auto-trading account) vs the same ingest of the same prices
+   with the ML steps off (the closed-bar triggers disabled; the trading core's triggers run in both): updates/s and
+   the ratio, measured in the same run, alternating;
 4. bar arrival -> signal -> order committed, p50/p99: per closing transaction of the "on" run that placed an order,
    from just before the update is sent to its commit (the signal and the order are written in that transaction).
 
@@ -204,6 +205,13 @@ def ingest_run(url: str, rounds, start: datetime, prefix: str, account_id: int |
     return out
 
 
+def ml_triggers(url: str, *, enabled: bool) -> None:
+    verb = "ENABLE" if enabled else "DISABLE"
+    with psycopg.connect(url, autocommit=True) as conn:
+        for name in ("_200_ml_closed_on_insert", "_200_ml_closed_on_update"):
+            conn.execute(f"ALTER TABLE market.bars {verb} TRIGGER {name}")
+
+
 def live_path(url: str, minutes: int, rounds_each: int) -> dict:
     with psycopg.connect(url) as conn:
         cal = calibrate_from(conn, "SPX")
@@ -232,6 +240,17 @@ def live_path(url: str, minutes: int, rounds_each: int) -> dict:
         register_model(
             conn, model, name="bench_live", symbols=on_syms, interval="1m", buy_threshold=0.5, sell_threshold=0.5
         )
+        # and a pattern model, so every anomaly type runs (price, gap and volume need none)
+        from sklearn.ensemble import IsolationForest
+
+        register_model(
+            conn,
+            IsolationForest(n_estimators=100, random_state=0).fit(X),
+            name="bench_pattern",
+            symbols=on_syms,
+            interval="1m",
+            task="anomaly",
+        )
         aid = conn.execute(
             "SELECT id FROM trading.create_account('ml bench', 1000000, 'live', NULL,"
             ' \'{"max_position_pct": 5, "allow_short": true, "commission_rate": 0, "commission_min": 0}\')'
@@ -247,6 +266,9 @@ def live_path(url: str, minutes: int, rounds_each: int) -> dict:
     for _ in range(rounds_each):
         rounds = synthetic_rounds(symbols, minutes, t, cal, seed=2 + len(results["on"]))
         for mode in ("off", "on"):
+            # off: no ML step at all (the closed-bar triggers disabled: no anomalies, signals or orders), the
+            # trading core's triggers as always
+            ml_triggers(url, enabled=mode == "on")
             results[mode].append(ingest_run(url, rounds, t, mode.upper(), aid if mode == "on" else None))
         t += timedelta(minutes=minutes)
     off = sum(r["updates_per_s"] for r in results["off"]) / len(results["off"])
