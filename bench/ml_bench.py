@@ -205,6 +205,11 @@ def ingest_run(url: str, rounds, start: datetime, prefix: str, account_id: int |
     return out
 
 
+# Warm-up minutes before the timed runs: more than the anomaly window (ml.anomaly_window(), 120 bars), so the
+# timed bars are those of a series in its steady state, with every anomaly type scored.
+WARM_MINUTES = 150
+
+
 def ml_triggers(url: str, *, enabled: bool) -> None:
     verb = "ENABLE" if enabled else "DISABLE"
     with psycopg.connect(url, autocommit=True) as conn:
@@ -217,9 +222,9 @@ def live_path(url: str, minutes: int, rounds_each: int) -> dict:
         cal = calibrate_from(conn, "SPX")
         symbols = [f"S{i:02d}" for i in range(10)]
         start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(
-            minutes=2 * (minutes + 60) * rounds_each + 5
+            minutes=2 * (minutes + WARM_MINUTES) * rounds_each + WARM_MINUTES + 5
         )
-        warm = synthetic_rounds(symbols, 60, start, cal, seed=1)
+        warm = synthetic_rounds(symbols, WARM_MINUTES, start, cal, seed=1)
         from loaders.sample import register_instrument
 
         for prefix in ("OFF", "ON"):
@@ -262,7 +267,7 @@ def live_path(url: str, minutes: int, rounds_each: int) -> dict:
         )
         conn.commit()
     results = {"off": [], "on": []}
-    t = start + timedelta(minutes=60)
+    t = start + timedelta(minutes=WARM_MINUTES)
     for _ in range(rounds_each):
         rounds = synthetic_rounds(symbols, minutes, t, cal, seed=2 + len(results["on"]))
         for mode in ("off", "on"):

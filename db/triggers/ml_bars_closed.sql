@@ -15,8 +15,16 @@ DECLARE
   _los timestamptz[];
   _his timestamptz[];
 BEGIN
+  -- A live feed's forming-bar update changes nothing for ML: the bar before it is already handed on (the watermark
+  -- is at or past the step before it), it is not closed by the clock, and it is not late. Such series are left out
+  -- here, from the transition table and the watermarks alone, without a look at market.bars or a row lock
+  -- (measured: 5 of a 10-symbol update's 8.5 ms). Anything else (a gap before the bar, a new series, a bulk load)
+  -- takes the full rule in internal.process_closed.
   SELECT array_agg(s.symbol), array_agg(s.interval), array_agg(s.lo), array_agg(s.hi) INTO _syms, _ivs, _los, _his
-  FROM (SELECT n.symbol, n.interval, min(n.ts) AS lo, max(n.ts) AS hi FROM new_bars n GROUP BY n.symbol, n.interval) s;
+  FROM (SELECT n.symbol, n.interval, min(n.ts) AS lo, max(n.ts) AS hi FROM new_bars n GROUP BY n.symbol, n.interval) s
+  JOIN market.intervals iv ON iv.code = s.interval
+  LEFT JOIN ml.watermarks w ON w.symbol = s.symbol AND w."interval" = s.interval
+  WHERE NOT coalesce(w.ts >= s.hi - iv.step AND s.lo > w.ts AND ml.feed_now() < s.hi + iv.step, false);
   IF _syms IS NOT NULL THEN
     PERFORM internal.process_closed(_syms, _ivs, _los, _his);
   END IF;
