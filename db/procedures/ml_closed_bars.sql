@@ -20,7 +20,8 @@ COMMENT ON FUNCTION ml.feed_now IS
 -- call over the bundled daily history; every ingest transaction calls this once per series). The newest bar is
 -- searched from the series' watermark on (the watermark is a bar already seen, so the newest is at or after it),
 -- which confines the search to the newest chunks; over the whole series only when nothing is found there.
-CREATE OR REPLACE FUNCTION ml.closed_upto(symbol text, "interval" text)
+DROP FUNCTION IF EXISTS ml.closed_upto(text, text);
+CREATE OR REPLACE FUNCTION ml.closed_upto(symbol text, "interval" text, at_least timestamptz DEFAULT NULL)
 RETURNS timestamptz
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -52,6 +53,13 @@ BEGIN
   SELECT max(b.ts) INTO _prev FROM market.bars b
   WHERE b.symbol = closed_upto.symbol AND b.interval = closed_upto."interval" AND b.ts < _last AND b.ts >= _from;
   IF _prev IS NULL AND _from > '-infinity' THEN
+    -- no bar from the watermark to the last one (the last bar is the watermark's own, handed on before and corrected
+    -- now): the bar before lies below the watermark. A caller that only moves the watermark (at_least: the
+    -- watermark) needs no search there; unbounded, it plans every chunk of the hypertable (measured: 63 ms for the
+    -- correction of 4 series' newest 1m bars beside the 244 chunks of daily history)
+    IF closed_upto.at_least >= _from THEN
+      RETURN closed_upto.at_least;
+    END IF;
     SELECT max(b.ts) INTO _prev FROM market.bars b
     WHERE b.symbol = closed_upto.symbol AND b.interval = closed_upto."interval" AND b.ts < _last;
   END IF;
@@ -59,7 +67,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION ml.closed_upto IS
-  'The newest closed bar of a series (a later bar exists, or ml.feed_now() passed its end); NULL when none is.';
+  'The newest closed bar of a series (a later bar exists, or ml.feed_now() passed its end); NULL when none is. With at_least (a watermark), at_least when the newest closed bar is at or below it, without searching below it.';
 
 -- Hand the newly closed bars of these series to ML processing, once each: the bars after each series' watermark
 -- up to its newest closed bar. Returns the number of series that had newly closed bars.
@@ -98,7 +106,8 @@ BEGIN
     ORDER BY w.symbol, w."interval"
     FOR UPDATE OF w
   ), c AS MATERIALIZED (
-    SELECT l.symbol, l."interval", l.ts AS after_ts, ml.closed_upto(l.symbol, l."interval") AS upto FROM locked l
+    SELECT l.symbol, l."interval", l.ts AS after_ts, ml.closed_upto(l.symbol, l."interval", l.ts) AS upto
+    FROM locked l
   ), late AS (
     -- this statement's bars at or below the watermark as it was (bars above it are handed on below)
     SELECT c.symbol, c."interval", u.lo - interval '1 microsecond' AS after_ts, least(u.hi, c.after_ts) AS upto
