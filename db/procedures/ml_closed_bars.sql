@@ -152,10 +152,9 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-  -- steps, in order (each a function of these four arrays):
-  PERFORM internal.detect_anomalies(on_closed_bars.symbols, on_closed_bars.intervals, on_closed_bars.after_ts,
-                                    on_closed_bars.upto_ts);
-  PERFORM internal.score_bars(on_closed_bars.symbols, on_closed_bars.intervals, on_closed_bars.after_ts, on_closed_bars.upto_ts);
+  -- the steps of late bars (anomalies, then signals), then trading on the signals
+  PERFORM internal.on_late_bars(on_closed_bars.symbols, on_closed_bars.intervals, on_closed_bars.after_ts,
+                                on_closed_bars.upto_ts);
   PERFORM internal.auto_trade(on_closed_bars.symbols, on_closed_bars.intervals, on_closed_bars.after_ts, on_closed_bars.upto_ts);
 END
 $$;
@@ -163,9 +162,9 @@ REVOKE ALL ON FUNCTION internal.on_closed_bars(text[], text[], timestamptz[], ti
 COMMENT ON FUNCTION internal.on_closed_bars(text[], text[], timestamptz[], timestamptz[]) IS
   'The ML steps for newly closed bars (series i: bars in (after_ts[i], upto_ts[i]]), in the transaction that closed them: anomalies, then signals, then auto-trading.';
 
--- Late bars (see internal.process_closed): anomalies and signals, as for newly closed bars, but no trading. Both
--- steps are idempotent: detection updates a bar's anomaly rows in place (no second alert), scoring keeps a bar's
--- first signal per model.
+-- Late bars (see internal.process_closed): anomalies and signals, the steps newly closed bars also take
+-- (internal.on_closed_bars calls this, then trades), but no trading. Both steps are idempotent: detection updates
+-- a bar's anomaly rows in place (no second alert), scoring keeps a bar's first signal per model.
 CREATE OR REPLACE FUNCTION internal.on_late_bars(
   symbols text[], intervals text[], after_ts timestamptz[], upto_ts timestamptz[])
 RETURNS void
