@@ -5,6 +5,7 @@ own training path is ``ml/`` and ``pgtrade ml train``)."""
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime, timedelta
 
 import numpy as np
 import psycopg
@@ -60,17 +61,13 @@ def register_model(
     onnx, output = to_onnx(estimator, len(names))
     if output_column is None:
         output_column = 1 if output == "probabilities" else 0
-    if status == "active":
-        conn.execute(
-            "UPDATE ml.models SET status = 'retired', retired_at = now() WHERE name = %s AND status = 'active'", (name,)
-        )
-    return conn.execute(
+    model_id, model_version = conn.execute(
         """INSERT INTO ml.models (name, version, task, kind, symbols, interval, feature_version, features,
-                                  output_name, output_column, onnx, onnx_sha256, status, activated_at, params,
+                                  output_name, output_column, onnx, onnx_sha256, status, params,
                                   buy_threshold, sell_threshold)
            VALUES (%s, (SELECT coalesce(max(version), 0) + 1 FROM ml.models WHERE name = %s), %s, %s, %s, %s, %s, %s,
-                   %s, %s, %s, %s, %s, CASE WHEN %s = 'active' THEN now() END, %s, %s, %s)
-           RETURNING id""",
+                   %s, %s, %s, %s, %s, %s, %s, %s)
+           RETURNING id, version""",
         (
             name,
             name,
@@ -84,10 +81,48 @@ def register_model(
             output_column,
             onnx,
             hashlib.sha256(onnx).hexdigest(),
-            status,
-            status,
+            "candidate" if status == "active" else status,
             Jsonb({}),
             buy_threshold,
             sell_threshold,
         ),
-    ).fetchone()[0]
+    ).fetchone()
+    if status == "active":  # the registry's own rule: the version before it is retired
+        conn.execute("SELECT ml.activate(%s, %s)", (name, model_version))
+    return model_id
+
+
+def toy_model(seed: int = 3):
+    """A real logistic regression on a seeded toy problem (up when ret_1 > 0): live-path tests need a model whose
+    outputs vary with the bars, not one with skill."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(seed)
+    X = rng.normal(0, 1, (400, 15)).astype(np.float32) * 0.002
+    y = (X[:, 0] + rng.normal(0, 0.001, 400) > 0).astype(np.int64)
+    return LogisticRegression(C=1e4).fit(X, y)
+
+
+def walk(sym: str, n: int, start: datetime, *, seed: int = 5, places: int = 2) -> list:
+    """n consecutive 1m bars of a seeded random walk from start, prices written with `places` decimals."""
+    from pgtrade.ingest import Bar
+
+    rng = np.random.default_rng(seed)
+    c = 100 * np.exp(np.cumsum(rng.normal(0, 0.002, n)))
+    out = []
+    for i in range(n):
+        o = c[i - 1] if i else c[0]
+        hi, lo = max(o, c[i]) * 1.001, min(o, c[i]) * 0.999
+        out.append(
+            Bar(
+                sym,
+                "1m",
+                start + timedelta(minutes=i),
+                f"{o:.{places}f}",
+                f"{hi:.{places}f}",
+                f"{lo:.{places}f}",
+                f"{c[i]:.{places}f}",
+                str(int(rng.integers(100, 5000))),
+            )
+        )
+    return out
