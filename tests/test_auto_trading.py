@@ -12,12 +12,10 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
-import numpy as np
 import psycopg
 import pytest
-from ml_support import register_model
+from ml_support import register_model, toy_model, walk
 from psycopg.rows import dict_row
-from sklearn.linear_model import LogisticRegression
 from trading_support import account, fills, instrument, order, position
 
 from pgtrade.ingest import Bar, ingest_batch
@@ -27,35 +25,9 @@ MIN = timedelta(minutes=1)
 ALWAYS = {"BUY": (0.0, 0.0), "SELL": (1.0, 1.0)}  # (buy, sell) thresholds that make every bar that signal
 
 
-def _toy_model():
-    """A real logistic regression on a seeded toy problem (up when ret_1 > 0): its probabilities vary with the bars
-    (so does the confidence); the thresholds above fix the signal's direction."""
-    rng = np.random.default_rng(3)
-    X = rng.normal(0, 1, (400, 15)).astype(np.float32) * 0.002
-    y = (X[:, 0] + rng.normal(0, 0.001, 400) > 0).astype(np.int64)
-    return LogisticRegression(C=1e4).fit(X, y)
-
-
-def _walk(sym: str, n: int, seed: int = 5) -> list[Bar]:
-    rng = np.random.default_rng(seed)
-    c = 100 * np.exp(np.cumsum(rng.normal(0, 0.002, n)))
-    out = []
-    for i in range(n):
-        o = c[i - 1] if i else c[0]
-        hi, lo = max(o, c[i]) * 1.001, min(o, c[i]) * 0.999
-        out.append(
-            Bar(
-                sym,
-                "1m",
-                T0 + i * MIN,
-                f"{o:.4f}",
-                f"{hi:.4f}",
-                f"{lo:.4f}",
-                f"{c[i]:.4f}",
-                str(rng.integers(100, 5000)),
-            )
-        )
-    return out
+def _walk(sym: str, n: int) -> list[Bar]:
+    # prices with four decimals: closes off the 0.01 tick grid, which limit prices must not be
+    return walk(sym, n, T0, places=4)
 
 
 def feed(db, bars: list[Bar], clock: datetime) -> None:
@@ -68,7 +40,7 @@ def setup(db, sym: str, signal: str = "BUY", *, settings: dict | None = None, **
     buy, sell = ALWAYS[signal]
     mid = register_model(
         db,
-        _toy_model(),
+        toy_model(),
         name=f"t_auto_{signal.lower()}",
         symbols=[sym],
         interval="1m",

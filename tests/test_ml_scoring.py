@@ -11,7 +11,7 @@ from decimal import Decimal
 import numpy as np
 import psycopg
 import pytest
-from ml_support import feature_rows, register_model
+from ml_support import feature_rows, register_model, toy_model, walk
 from sklearn.ensemble import GradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from trading_support import instrument
@@ -292,41 +292,14 @@ def test_a_model_trained_on_other_features_is_refused_on_demand_and_skipped_live
 
 
 # ------------------------------------------------------------------------------------------------ the live path
-def _fit_toy(seed: int = 3):
-    """A real logistic regression on a seeded toy problem (up when ret_1 > 0): the live tests need a model whose
-    outputs vary with the bars, not one with skill."""
-    rng = np.random.default_rng(seed)
-    X = rng.normal(0, 1, (400, 15)).astype(np.float32) * 0.002
-    y = (X[:, 0] + rng.normal(0, 0.001, 400) > 0).astype(np.int64)
-    return LogisticRegression(C=1e4).fit(X, y)
-
-
-def _walk(sym: str, n: int, seed: int = 5) -> list[Bar]:
-    rng = np.random.default_rng(seed)
-    c = 100 * np.exp(np.cumsum(rng.normal(0, 0.002, n)))
-    out = []
-    for i in range(n):
-        o = c[i - 1] if i else c[0]
-        hi, lo = max(o, c[i]) * 1.001, min(o, c[i]) * 0.999
-        out.append(
-            Bar(
-                sym,
-                "1m",
-                T0 + timedelta(minutes=i),
-                f"{o:.2f}",
-                f"{hi:.2f}",
-                f"{lo:.2f}",
-                f"{c[i]:.2f}",
-                str(int(rng.integers(100, 5000))),
-            )
-        )
-    return out
+def _walk(sym: str, n: int) -> list[Bar]:
+    return walk(sym, n, T0)
 
 
 def test_live_step_scores_a_forming_bar_once_when_closed(db, unique_symbol):
     sym = unique_symbol
     instrument(db, sym, asset_class="crypto", session_open=None, session_close=None, trades_weekends=True)
-    mid = register_model(db, _fit_toy(), name="t_live_step", symbols=[sym], interval="1m")
+    mid = register_model(db, toy_model(), name="t_live_step", symbols=[sym], interval="1m")
     bars = _walk(sym, 56)
     # 55 bars arrive closed (the feed's clock at the end of the last): bars 50..55 have complete features
     ingest_batch(db, bars[:55], source="test", feed_now=T0 + timedelta(minutes=55))
@@ -367,7 +340,7 @@ def test_synthetic_stream_scores_each_forming_bar_once_with_its_final_values(db_
     symbols = (f"{unique_symbol}A", f"{unique_symbol}B")
     name = f"t_live_{unique_symbol.lower()}"
     with psycopg.connect(db_url) as conn:
-        register_model(conn, _fit_toy(), name=name, symbols=list(symbols), interval="1m")
+        register_model(conn, toy_model(), name=name, symbols=list(symbols), interval="1m")
         conn.commit()
     try:
         cfg = StreamConfig(source="synthetic", symbols=symbols, speed=1200, max_bars=2 * 6 * 60, seed=11)
@@ -397,7 +370,7 @@ def test_synthetic_stream_scores_each_forming_bar_once_with_its_final_values(db_
         # the same feed without its clock: forming bars stamped in the past look closed on their first update
         other = (f"{unique_symbol}C",)
         with psycopg.connect(db_url) as conn:
-            register_model(conn, _fit_toy(), name=name + "_c", symbols=list(other), interval="1m")
+            register_model(conn, toy_model(), name=name + "_c", symbols=list(other), interval="1m")
             conn.commit()
         try:
             blind = build(
