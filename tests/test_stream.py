@@ -111,18 +111,25 @@ def test_stream_survives_its_connection_being_killed(db_url, unique_symbol):
     assert {(r[0], r[1]): tuple(r[2:]) for r in rows} == want  # every bar holds its final values
 
 
-def test_replay_restamps_stored_history_to_consecutive_minutes(db_url, unique_symbol):
-    days = [datetime(2020, 1, d, tzinfo=UTC) for d in (6, 7, 8)]
-    with psycopg.connect(db_url) as conn:
-        conn.execute("SELECT market.upsert_instrument(%s::text, 'replay test'::text)", (unique_symbol,))
-        from pgtrade.ingest import ingest
+def _store_daily_history(db_url: str, symbol: str, *, days: int) -> None:
+    """Daily bars of a new instrument from 2020-01-06, closes 10.5, 11.5, ... (committed: the replay reads them)."""
+    from pgtrade.ingest import ingest
 
+    with psycopg.connect(db_url) as conn:
+        conn.execute("SELECT market.upsert_instrument(%s::text, 'replay test'::text)", (symbol,))
         ingest(
             conn,
-            [Bar(unique_symbol, "1d", d, 10 + i, 11 + i, 9 + i, 10.5 + i, 100 * (i + 1)) for i, d in enumerate(days)],
+            [
+                Bar(symbol, "1d", datetime(2020, 1, 6 + i, tzinfo=UTC), 10 + i, 11 + i, 9 + i, 10.5 + i, 100 * (i + 1))
+                for i in range(days)
+            ],
             source="test:replay",
         )
         conn.commit()
+
+
+def test_replay_restamps_stored_history_to_consecutive_minutes(db_url, unique_symbol):
+    _store_daily_history(db_url, unique_symbol, days=3)
     stream = build(StreamConfig(source="replay", symbols=(unique_symbol,), speed=600, max_bars=3), url=db_url)
     stats = stream.run()
     assert stats.updates == 3 and stats.inserted == 3 and stream.source_name == f"replay:{unique_symbol}:1d"
@@ -132,17 +139,7 @@ def test_replay_restamps_stored_history_to_consecutive_minutes(db_url, unique_sy
 
 
 def test_replay_resumes_after_the_bars_earlier_replays_sent(db_url, unique_symbol):
-    days = [datetime(2020, 1, d, tzinfo=UTC) for d in (6, 7, 8, 9, 10)]
-    with psycopg.connect(db_url) as conn:
-        conn.execute("SELECT market.upsert_instrument(%s::text, 'replay test'::text)", (unique_symbol,))
-        from pgtrade.ingest import ingest
-
-        ingest(
-            conn,
-            [Bar(unique_symbol, "1d", d, 10 + i, 11 + i, 9 + i, 10.5 + i, 100 * (i + 1)) for i, d in enumerate(days)],
-            source="test:replay",
-        )
-        conn.commit()
+    _store_daily_history(db_url, unique_symbol, days=5)
     first = build(StreamConfig(source="replay", symbols=(unique_symbol,), speed=600, max_bars=2), url=db_url)
     assert first.run().inserted == 2
     assert [r[5] for r in sorted(stored(db_url, [unique_symbol]))] == [Decimal("10.5"), Decimal("11.5")]
