@@ -374,16 +374,11 @@ def ingest_batch(
 _DIRECT = "COPY market.bars (symbol, interval, ts, open, high, low, close, volume, source) FROM STDIN (FORMAT BINARY)"
 _DIRECT_TYPES = ["text", "text", "timestamptz", "numeric", "numeric", "numeric", "numeric", "numeric", "text"]
 # Whether any series of the batch already has a bar in the batch's range (then some bars may be corrections or
-# repeats: the staging path's upsert handles them; one short index probe per series), or the batch writes history
-# into a compressed chunk (which the staging path decompresses first: market.open_compressed_range).
+# repeats: the staging path's upsert handles them). One short index probe per series.
 _STORED = """SELECT EXISTS (
   SELECT 1 FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::timestamptz[]) r(symbol, interval, lo, hi)
   WHERE EXISTS (SELECT 1 FROM market.bars b
-                WHERE b.symbol = r.symbol AND b.interval = r.interval AND b.ts BETWEEN r.lo AND r.hi)
-     OR (r.lo < now() - interval '1 day'
-         AND EXISTS (SELECT 1 FROM timescaledb_information.chunks c
-                     WHERE c.hypertable_schema = 'market' AND c.hypertable_name = 'bars' AND c.is_compressed
-                       AND c.range_end > r.lo AND c.range_start <= r.hi)))"""
+                WHERE b.symbol = r.symbol AND b.interval = r.interval AND b.ts BETWEEN r.lo AND r.hi))"""
 
 
 def _well_formed(batch: list[Bar | Unparsed], rows: list[tuple]) -> bool:
@@ -427,6 +422,9 @@ def _direct(
             rollup = cur.execute("SELECT market.rollup_interval()").fetchone()[0]
             if cur.execute(_STORED, probe).fetchone()[0]:
                 raise _Staging
+            # history written into a compressed chunk is invisible to the statement's triggers: decompressed first,
+            # as the staging path does (market.open_compressed_range)
+            cur.execute("SELECT market.open_compressed_range(%s, %s)", (min(probe[2]), max(probe[3])))
             with cur.copy(_DIRECT) as copy:
                 copy.set_types(_DIRECT_TYPES)
                 for row in rows:

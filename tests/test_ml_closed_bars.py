@@ -356,3 +356,22 @@ def test_history_loaded_into_a_compressed_chunk_is_seen_by_the_closed_bar_steps(
         ).fetchall()
     assert at_load == rerun
     assert [round(r[3], 2) for r in at_load if r[0].date().isoformat() == "2001-09-17" and r[1] == "price"] == [4.16]
+    # the direct COPY path of pgtrade.ingest (well-formed new bars on an idle connection) too, into chunks compressed
+    # again
+    from pgtrade.ingest import Bar, _direct, _row
+
+    with psycopg.connect(scratch_db, autocommit=True) as conn:
+        conn.execute("SELECT count(compress_chunk(c, if_not_compressed => true)) FROM show_chunks('market.bars') c")
+        conn.execute("SELECT market.upsert_instrument('SPXCOPY'::text, 'a copy of SPX'::text)")
+        rows = conn.execute(
+            "SELECT ts, open, high, low, close, volume FROM market.bars"
+            " WHERE symbol = 'SPX' AND interval = '1d' AND ts < '2002-01-01' ORDER BY ts"
+        ).fetchall()
+    with psycopg.connect(scratch_db) as conn:
+        # None would mean the staging path took the batch
+        assert _direct(conn, [_row(Bar("SPXCOPY", "1d", *r)) for r in rows], "test") is not None
+        conn.commit()
+        copied = conn.execute(
+            "SELECT ts, type, severity, score FROM ml.anomalies WHERE symbol = 'SPXCOPY' ORDER BY ts, type"
+        ).fetchall()
+    assert copied == [r for r in at_load if r[0].year < 2002]

@@ -112,12 +112,9 @@ BEGIN
   -- History written into a compressed chunk is not seen by the statement's own AFTER triggers (TimescaleDB 2.28.3,
   -- measured: the ML step missed the September 2001 bars of SPX when one 2001 chunk was compressed, and scored
   -- 9/11's return against the wrong day): such chunks are decompressed first (market.open_compressed_range); the
-  -- compression policy compresses them again. Live bars lie in the newest chunk, which is never compressed: the
-  -- check runs only for bars older than a day.
+  -- compression policy compresses them again.
   SELECT min(s.ts), max(s.ts) INTO _lo, _hi FROM pg_temp.bars_staging s;
-  IF _lo < now() - interval '1 day' THEN
-    PERFORM market.open_compressed_range(_lo, _hi);
-  END IF;
+  PERFORM market.open_compressed_range(_lo, _hi);
 
   -- The rows below are validated: the statement-level check on market.bars need not repeat it.
   PERFORM set_config('pgtrade.ingest_validated', 'on', true);
@@ -206,7 +203,8 @@ COMMENT ON FUNCTION market.ingest_staged IS
   'Validate the staged bars (market.staged_bars: market.bar_problem, known symbols), record rejects in market.rejected_bars, write the rest into market.bars (a changed bar replaces the old one; an identical one changes nothing). Returns counts per symbol.';
 
 -- Decompress the chunks of market.bars that hold [lo, hi] and are compressed, so that rows written there are seen by
--- the writing statement's triggers (see market.ingest_staged). SECURITY DEFINER: decompressing needs the owner.
+-- the writing statement's triggers (see market.ingest_staged; the direct COPY path of pgtrade/ingest.py calls it
+-- too). SECURITY DEFINER: decompressing needs the owner.
 CREATE OR REPLACE FUNCTION market.open_compressed_range(lo timestamptz, hi timestamptz)
 RETURNS integer
 LANGUAGE plpgsql
@@ -217,6 +215,11 @@ DECLARE
   _chunk regclass;
   _n integer := 0;
 BEGIN
+  -- Live bars lie in the newest chunk, which is never compressed: the chunk catalog (~2 ms) is read only for
+  -- bars older than a day.
+  IF NOT open_compressed_range.lo < now() - interval '1 day' THEN
+    RETURN 0;
+  END IF;
   FOR _chunk IN
     SELECT format('%I.%I', c.chunk_schema, c.chunk_name)::regclass
     FROM timescaledb_information.chunks c
