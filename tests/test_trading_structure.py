@@ -31,6 +31,7 @@ USER_FACING = {
     "fill_rule",
     "slipped_price",
     "affordability",
+    "exposure_rule",
     # trigger functions (PostgreSQL refuses to call them other than as triggers)
     "tg_bars__fire_live_orders",
     "tg_orders__record_history",
@@ -64,6 +65,14 @@ INTERNAL = {
     "auto_trade",
     # anomalies (issue 12)
     "detect_anomalies",  # the anomaly step of internal.on_closed_bars (db/procedures/ml_anomalies.sql)
+    # backtesting (issue 13): the engine's steps (db/procedures/backtest_*.sql)
+    "backtest_engine_defaults",
+    "backtest_params",
+    "backtest_decide",
+    "backtest_exact",
+    "backtest_fast",
+    "backtest_snapshots",
+    "backtest_fingerprint",
 }
 
 

@@ -30,3 +30,22 @@ END
 $$;
 COMMENT ON FUNCTION market.price_at IS
   'Last price of a symbol at a time: close of the latest bar (any interval) that had closed by then, and that close time (as_of). NULLs when there is none (or none closing at or after not_before).';
+
+-- The opening price of a bar: the open of the symbol's bar of this interval that opens exactly at `at` (NULL when
+-- none does). What a market-on-open order trades at (trading.accounts.market_fill = 'open'). Dynamic SQL with the
+-- time as a literal for the same reason as price_at: chunk exclusion at planning time.
+CREATE OR REPLACE FUNCTION market.open_at(symbol text, "interval" text, at timestamptz)
+RETURNS numeric
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+AS $$
+DECLARE
+  _open numeric;
+BEGIN
+  EXECUTE format('SELECT b.open FROM market.bars b WHERE b.symbol = %L AND b.interval = %L AND b.ts = %L::timestamptz',
+                 open_at.symbol, open_at."interval", open_at.at)
+    INTO _open;
+  RETURN _open;
+END
+$$;
+COMMENT ON FUNCTION market.open_at IS
+  'Open of the symbol''s bar of this interval that opens at `at` (the price of a market-on-open order); NULL when no such bar.';

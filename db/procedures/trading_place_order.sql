@@ -134,7 +134,17 @@ BEGIN
   END IF;
 
   IF _code IS NULL THEN
-    IF _type = 'market' THEN
+    IF _type = 'market' AND _a.market_fill = 'open' THEN
+      -- market-on-open (backtest accounts): the open of the bar opening now; the checks below see the fill price
+      _last := market.open_at(_sym, _a.match_interval, _now);
+      IF _last IS NULL THEN
+        _code := 'TR008'; _reason := format('no %s bar of %s opens at %s (market orders of this account fill at the open)', _a.match_interval, _sym, _now);
+      ELSE
+        SELECT f.price INTO _est
+        FROM trading.fill_rule('market', _side, NULL, NULL, false, place_order.qty, _inst.qty_step,
+                               _a.slippage_bps, NULL, _last, _last, _last, 0) f;
+      END IF;
+    ELSIF _type = 'market' THEN
       SELECT p.price, p.as_of INTO _last, _last_at FROM market.price_at(_sym, _now, coalesce(_now - _a.max_price_age, '-infinity')) p;
       IF _last IS NULL THEN
         _code := 'TR008'; _reason := format('no price for %s at %s', _sym, _now);
@@ -198,12 +208,11 @@ BEGIN
       -- portfolio value and gross exposure as trading.portfolio states them (in FROM: inlined into this plan)
       SELECT v.total_value, v.gross_exposure - abs(coalesce(_pos_value, 0)) INTO _pv, _other_gross
       FROM trading.portfolio(_a.id) v;
-      IF abs(_result_qty) * _est > _a.max_position_pct / 100 * _pv THEN
-        _code := 'TR003';
+      _code := trading.exposure_rule(_result_qty, _est, _pv, _other_gross, _a.max_position_pct, _a.max_gross_leverage);
+      IF _code = 'TR003' THEN
         _reason := format('resulting position %s x %s = %s exceeds %s%% of portfolio value %s',
                           _result_qty, _est, round(abs(_result_qty) * _est, 2), _a.max_position_pct, round(_pv, 2));
-      ELSIF _other_gross + abs(_result_qty) * _est > _a.max_gross_leverage * _pv THEN
-        _code := 'TR004';
+      ELSIF _code = 'TR004' THEN
         _reason := format('gross exposure %s would exceed %s x portfolio value %s',
                           round(_other_gross + abs(_result_qty) * _est, 2), _a.max_gross_leverage, round(_pv, 2));
       END IF;
@@ -238,4 +247,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION trading.place_order IS
-  'Place an order. Validates and runs the pre-trade risk checks under the account lock; a failed check records the order as rejected (reject_code, reject_reason) and returns it (no exception). Market orders fill at once at the last price plus slippage; limit, stop and stop_limit orders rest until a bar crosses them. Raises TR013 for an unknown account and TR012 for a reused client_order_id with different parameters. signal_id (source signal) links the order to the ml.signals row that caused it: one order per account and signal, a second call for the same signal returns the first order.';
+  'Place an order. Validates and runs the pre-trade risk checks under the account lock; a failed check records the order as rejected (reject_code, reject_reason) and returns it (no exception). Market orders fill at once at the last price plus slippage (on a market-on-open account, market_fill open: at the open of the bar opening at the account''s clock); limit, stop and stop_limit orders rest until a bar crosses them. Raises TR013 for an unknown account and TR012 for a reused client_order_id with different parameters. signal_id (source signal) links the order to the ml.signals row that caused it: one order per account and signal, a second call for the same signal returns the first order.';

@@ -143,3 +143,25 @@ AS $$
 $$;
 COMMENT ON FUNCTION trading.fill_rule IS
   'The fill rule: whether a bar (or a last price as open=high=low) triggers and/or fills an order, the fill quantity (volume cap) and price (with slippage for market and stop fills), and the reference price before slippage.';
+
+-- The exposure rule, checked when an order increases a position (place_order; the backtest sizing rule sizes
+-- orders so that they pass it):
+--   TR003 the resulting position |result_qty| x price exceeds max_position_pct % of the portfolio value;
+--   TR004 the gross exposure of the other positions plus |result_qty| x price exceeds max_gross_leverage x the
+--         portfolio value.
+-- NULL when within the limits. A scalar SQL function: inlined into the callers' cached plans.
+CREATE OR REPLACE FUNCTION trading.exposure_rule(
+  result_qty numeric, price numeric, portfolio_value numeric, other_gross numeric, max_position_pct numeric,
+  max_gross_leverage numeric)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+  SELECT CASE
+           WHEN abs(exposure_rule.result_qty) * exposure_rule.price
+                > exposure_rule.max_position_pct / 100 * exposure_rule.portfolio_value THEN 'TR003'
+           WHEN exposure_rule.other_gross + abs(exposure_rule.result_qty) * exposure_rule.price
+                > exposure_rule.max_gross_leverage * exposure_rule.portfolio_value THEN 'TR004'
+         END
+$$;
+COMMENT ON FUNCTION trading.exposure_rule IS
+  'The exposure rule: TR003 when a resulting position is worth more than max_position_pct % of the portfolio value, TR004 when gross exposure would exceed max_gross_leverage x the portfolio value, else NULL.';
