@@ -133,17 +133,26 @@ def _figures(run: dict, equity: pd.DataFrame, bars: pd.DataFrame, trades: tuple[
     bh = buy_and_hold(bars, cash)
     eq = go.Figure(
         [
-            go.Scatter(x=equity["ts"], y=equity["equity"], name=f"{run['strategy']} (run {run['id']})",
-                       line={"color": "#1f77b4", "width": 2}),
-            go.Scatter(x=bh.index, y=bh.values, name=f"buy and hold {', '.join(run['symbols'])}",
-                       line={"color": "#ff7f0e", "width": 1.5}),
+            go.Scatter(
+                x=equity["ts"],
+                y=equity["equity"],
+                name=f"{run['strategy']} (run {run['id']})",
+                line={"color": "#1f77b4", "width": 2},
+            ),
+            go.Scatter(
+                x=bh.index,
+                y=bh.values,
+                name=f"buy and hold {', '.join(run['symbols'])}",
+                line={"color": "#ff7f0e", "width": 1.5},
+            ),
         ]  # fmt: skip
     )
     eq.update_layout(title="Equity against buy and hold", yaxis_title="equity", height=420, width=_WIDTH)
 
     dd = go.Figure(
-        go.Scatter(x=equity["ts"], y=-100 * equity["drawdown"], fill="tozeroy", name="drawdown",
-                   line={"color": "#d62728"})  # fmt: skip
+        go.Scatter(
+            x=equity["ts"], y=-100 * equity["drawdown"], fill="tozeroy", name="drawdown", line={"color": "#d62728"}
+        )  # fmt: skip
     )
     dd.update_layout(title="Drawdown (% below the running peak)", yaxis_title="%", height=300, width=_WIDTH)
 
