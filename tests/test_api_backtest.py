@@ -161,7 +161,7 @@ BAD = [
     ({"params": {"cash": -5}}, "BT004"),
     ({"mode": "turbo"}, "BT004"),
     ({"symbols": [f"S{i}" for i in range(21)]}, "BT060"),  # 21 symbols, before they are even looked up
-    ({"symbols": ["GOOG", "SPX"], "mode": "exact"}, "BT060"),  # 4,664 bars > 2,500 in mode exact
+    ({"symbols": ["GOOG", "SPX"], "mode": "exact"}, "BT060"),  # 4,665 bars > 2,500 in mode exact
 ]
 
 
