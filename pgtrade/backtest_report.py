@@ -264,6 +264,8 @@ def render(conn: psycopg.Connection, run_id: int) -> str:
     run = fetch_run(conn, run_id)
     if run["status"] != "done":
         raise PgtradeError(f"run {run_id} is {run['status']}: {run['error'] or 'no result yet'}; nothing to report")
+    if run["account_id"] is None:
+        raise PgtradeError(f"run {run_id} ({run['purpose']}) has no account of its own; report its child runs")
     equity = _equity(conn, run)
     bars = _bars(conn, run)
     trades = trade_list(conn, run)

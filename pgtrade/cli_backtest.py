@@ -187,8 +187,8 @@ def bt_list(limit, strategy, all_, as_json) -> None:
 def _print_run(conn, run: dict, *, trades: bool) -> None:
     console.print(
         f"run {run['id']}: {run['strategy']} on {','.join(run['symbols'])} {run['interval']} {_range(run)} "
-        f"[bold]{run['status']}[/bold] ({run['mode']}, {run['bars']:,} bars, {run['fills']:,} fills, "
-        f"{float(run['elapsed_ms']):,.0f} ms)",
+        f"[bold]{run['status']}[/bold] ({run['mode']}, {_count(run['bars'])} bars, {_count(run['fills'])} fills, "
+        f"{_count(run['elapsed_ms'])} ms)",
         highlight=False,
     )
     head, rows = _rep().metrics_rows(run["metrics"])
@@ -209,13 +209,17 @@ def _print_run(conn, run: dict, *, trades: bool) -> None:
         console.print(tt)
 
 
+def _count(v) -> str:
+    return "-" if v is None else f"{float(v):,.0f}"
+
+
 def _cell(v) -> str:
     if v is None:
         return ""
     if isinstance(v, datetime):
         return v.strftime("%Y-%m-%d" if (v.hour, v.minute, v.second) == (0, 0, 0) else "%Y-%m-%d %H:%M")
-    if isinstance(v, Decimal):
-        return f"{v.normalize():f}"
+    if isinstance(v, Decimal):  # at most 6 decimals (prices with the feed's digits, fractions like return_pct)
+        return f"{(round(v, 6) if v.as_tuple().exponent < -6 else v).normalize():f}"
     return str(v)
 
 
