@@ -225,7 +225,7 @@ def _figures(run: dict, equity: pd.DataFrame, bars: pd.DataFrame, trades: tuple[
             hoverongaps=False,
         )
     )
-    hm.update_layout(title="Monthly returns (%)", width=_WIDTH, height=160 + 26 * max(len(m), 1),
+    hm.update_layout(title="Monthly returns (%)", width=_WIDTH, height=220 + 30 * max(len(m), 2),
                      yaxis={"autorange": "reversed", "type": "category"})  # fmt: skip
     return [eq, dd, px, hm]
 
