@@ -297,7 +297,7 @@ def bt_compare(run_ids, as_json) -> None:
 def bt_report(run_id, out: Path) -> None:
     """Write a self-contained HTML report of a run (equity vs buy and hold, drawdown, trades, monthly returns,
     metrics)."""
-    with connect() as conn:
+    with connect() as conn, console.status(f"writing the report of run {run_id}"):
         size = _rep().write_report(conn, run_id, out)
     console.print(f"run {run_id} -> {out} ({size:,} bytes)", highlight=False)
 
