@@ -26,62 +26,73 @@ COMMENT ON FUNCTION backtest.periods_per_year IS
 CREATE OR REPLACE FUNCTION backtest.compute_metrics(run_id bigint)
 RETURNS jsonb
 LANGUAGE sql STABLE
+SET enable_nestloop = off  -- the curves join on time: a merge join of two sorted streams, not 98,000 index probes
+SET jit = off  -- (disabled nested loops add a large constant to the cost, which would start JIT compiling)
 AS $$
   WITH r AS MATERIALIZED (
-    SELECT r AS run, r.account_id, a.initial_cash, backtest.periods_per_year(r) AS ppy, cardinality(r.symbols) AS nsym
+    SELECT r AS run, r.account_id, a.initial_cash, backtest.periods_per_year(r)::float8 AS ppy,
+           cardinality(r.symbols) AS nsym,
+           (SELECT ps.total_value FROM trading.portfolio_snapshots ps WHERE ps.account_id = r.account_id
+            ORDER BY ps.ts DESC LIMIT 1) AS final
     FROM backtest.runs r JOIN trading.accounts a ON a.id = r.account_id
     WHERE r.id = compute_metrics.run_id
-  ), snap AS MATERIALIZED (
-    SELECT ps.ts, ps.total_value AS v, ps.positions_value
-    FROM trading.portfolio_snapshots ps, r WHERE ps.account_id = r.account_id
-  ), bh AS (  -- buy and hold: initial cash split equally at each symbol's first close, valued at its latest close
-    SELECT b.close_ts AS ts, sum(b.d) AS d
-    FROM (SELECT b.ts + iv.step AS close_ts,
-                 (b.close - coalesce(lag(b.close) OVER w, b.close)) / first_value(b.close) OVER w AS d
-          FROM r, backtest.bars(r.run) b JOIN market.intervals iv ON iv.code = b.interval
-          WINDOW w AS (PARTITION BY b.symbol ORDER BY b.ts)) b
-    GROUP BY b.close_ts
-  ), bhv AS (
-    SELECT bh.ts, r.initial_cash * (1 + sum(bh.d) OVER (ORDER BY bh.ts) / r.nsym) AS v FROM bh, r
-  ), curve AS (  -- both equity curves on the snapshot grid, with returns and drawdowns
-    SELECT c.*, c.v / lag(c.v) OVER w - 1 AS ret, c.v / max(c.v) OVER w - 1 AS dd,
-           row_number() OVER w - 1 AS i
-    FROM (SELECT 'strategy' AS curve, snap.ts, snap.v FROM snap
-          UNION ALL
-          SELECT 'buy_and_hold', snap.ts, bhv.v FROM snap JOIN bhv ON bhv.ts = snap.ts) c
-    WINDOW w AS (PARTITION BY c.curve ORDER BY c.ts)
-  ), ddg AS (  -- drawdown periods: a peak (dd = 0) and the bars under it until the next one (or the end)
-    SELECT curve.*, count(*) FILTER (WHERE curve.dd = 0) OVER (PARTITION BY curve.curve ORDER BY curve.i) AS g
-    FROM curve
-  ), ddp AS (
-    SELECT ddg.curve, ddg.g, min(ddg.i) AS i0, min(ddg.ts) AS t0, bool_or(ddg.dd < 0) AS under
-    FROM ddg GROUP BY ddg.curve, ddg.g
-  ), ddw AS (
-    SELECT ddp.curve,
-           CASE WHEN ddp.under THEN coalesce(lead(ddp.i0) OVER w, l.i) - ddp.i0 ELSE 0 END AS bars,
-           CASE WHEN ddp.under THEN coalesce(lead(ddp.t0) OVER w, l.ts) - ddp.t0 ELSE interval '0' END AS span
-    FROM ddp
-    JOIN (SELECT curve.curve, max(curve.i) AS i, max(curve.ts) AS ts FROM curve GROUP BY curve.curve) l
-      ON l.curve = ddp.curve
-    WINDOW w AS (PARTITION BY ddp.curve ORDER BY ddp.g)
-  ), ddd AS (
-    SELECT ddw.curve, max(ddw.bars) AS bars, max(ddw.span) AS span FROM ddw GROUP BY ddw.curve
-  ), st AS (
-    SELECT curve.curve, count(curve.ret) AS n, avg(curve.ret) AS mean, stddev_samp(curve.ret) AS sd,
-           sqrt(avg(least(curve.ret, 0) ^ 2)) AS down, min(curve.dd) AS mdd,
-           (array_agg(curve.v ORDER BY curve.i DESC))[1] AS last, (array_agg(curve.v ORDER BY curve.i))[1] AS first
-    FROM curve GROUP BY curve.curve
-  ), perf AS (
-    SELECT st.curve, x.*,
-           x.cagr / nullif(-st.mdd, 0) AS calmar
-    FROM st, r
+  ), snap AS (
+    SELECT ps.ts, ps.total_value AS v
+    FROM trading.portfolio_snapshots ps WHERE ps.account_id = (SELECT r.account_id FROM r)
+  ), bhv AS (  -- buy and hold: initial cash split equally at each symbol's first close, valued at its latest close:
+                -- the running sum of all symbols' close-to-close changes relative to their first close, read at the
+                -- last bar of each close time
+    SELECT d.close_ts AS ts, r.initial_cash::float8 * (1 + sum(d.d) OVER w / r.nsym) AS v,
+           lead(d.close_ts) OVER w IS DISTINCT FROM d.close_ts AS lastpeer
+    FROM r, (SELECT b.ts + iv.step AS close_ts,
+                    (b.close::float8 - coalesce(lag(b.close::float8) OVER w, b.close::float8))
+                    / first_value(b.close::float8) OVER w AS d
+             FROM r, backtest.bars(r.run) b JOIN market.intervals iv ON iv.code = b.interval
+             WINDOW w AS (PARTITION BY array_position((r.run).symbols, b.symbol) ORDER BY b.ts)) d  -- int sorts fast
+    WINDOW w AS (ORDER BY d.close_ts)
+  ), w1 AS (  -- the strategy (s) and buy-and-hold (b) equity curves on the snapshot grid, in float8 (returns,
+              -- ratios, square roots): returns, drawdowns from the running peak, position i
+    SELECT c.ts, c.sv, c.bv, row_number() OVER w - 1 AS i, lead(c.ts) OVER w IS NULL AS last,
+           c.sv / lag(c.sv) OVER w - 1 AS sr, c.bv / lag(c.bv) OVER w - 1 AS br,
+           c.sv / max(c.sv) OVER w - 1 AS sdd, c.bv / max(c.bv) OVER w - 1 AS bdd
+    FROM (SELECT snap.ts, snap.v::float8 AS sv, bhv.v AS bv FROM snap JOIN bhv ON bhv.ts = snap.ts AND bhv.lastpeer) c
+    WINDOW w AS (ORDER BY c.ts)
+  ), w2 AS (  -- drawdown periods end where a curve is back at its peak (or at the last bar)
+    SELECT w1.*,
+           w1.sdd = 0 AND lag(w1.sdd) OVER w < 0 OR w1.last AND w1.sdd < 0 AS s_end,
+           w1.bdd = 0 AND lag(w1.bdd) OVER w < 0 OR w1.last AND w1.bdd < 0 AS b_end,
+           max(w1.i) FILTER (WHERE w1.sdd = 0) OVER p AS s_pi, max(w1.ts) FILTER (WHERE w1.sdd = 0) OVER p AS s_pt,
+           max(w1.i) FILTER (WHERE w1.bdd = 0) OVER p AS b_pi, max(w1.ts) FILTER (WHERE w1.bdd = 0) OVER p AS b_pt
+    FROM w1
+    WINDOW w AS (ORDER BY w1.ts), p AS (ORDER BY w1.ts ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+  ), agg AS (
+    SELECT count(w2.sr) AS n,
+           avg(w2.sr) AS s_mean, stddev_samp(w2.sr) AS s_sd, sqrt(avg(least(w2.sr, 0) * least(w2.sr, 0))) AS s_down,
+           min(w2.sdd) AS s_mdd, max(w2.sv) FILTER (WHERE w2.last) AS s_last, max(w2.sv) FILTER (WHERE w2.i = 0) AS s_first,
+           coalesce(max(w2.i - w2.s_pi) FILTER (WHERE w2.s_end), 0) AS s_ddb,
+           coalesce(max(w2.ts - w2.s_pt) FILTER (WHERE w2.s_end), interval '0') AS s_ddt,
+           avg(w2.br) AS b_mean, stddev_samp(w2.br) AS b_sd, sqrt(avg(least(w2.br, 0) * least(w2.br, 0))) AS b_down,
+           min(w2.bdd) AS b_mdd, max(w2.bv) FILTER (WHERE w2.last) AS b_last, max(w2.bv) FILTER (WHERE w2.i = 0) AS b_first,
+           coalesce(max(w2.i - w2.b_pi) FILTER (WHERE w2.b_end), 0) AS b_ddb,
+           coalesce(max(w2.ts - w2.b_pt) FILTER (WHERE w2.b_end), interval '0') AS b_ddt,
+           avg(w2.sv) AS s_avg
+    FROM w2
+  ), perf AS (  -- the same formulas for both curves
+    SELECT st.curve, st.ddb, st.ddt, x.*, x.cagr / nullif(-st.mdd, 0) AS calmar
+    FROM agg, r
+    CROSS JOIN LATERAL (VALUES
+      ('strategy', agg.s_mean, agg.s_sd, agg.s_down, agg.s_mdd, agg.s_last, agg.s_first, agg.s_ddb, agg.s_ddt,
+       to_jsonb(r.final), to_jsonb(r.final / r.initial_cash - 1)),
+      ('buy_and_hold', agg.b_mean, agg.b_sd, agg.b_down, agg.b_mdd, agg.b_last, agg.b_first, agg.b_ddb, agg.b_ddt,
+       to_jsonb(agg.b_last), to_jsonb(agg.b_last / r.initial_cash::float8 - 1))
+      ) st(curve, mean, sd, down, mdd, last, first, ddb, ddt, final_equity, total_return)
     CROSS JOIN LATERAL (
-      SELECT st.last / r.initial_cash - 1 AS total_return,
-             CASE WHEN st.n > 0 AND st.last > 0 THEN power(st.last / st.first, r.ppy / st.n) - 1 END AS cagr,
+      SELECT st.total_return, st.final_equity,
+             CASE WHEN agg.n > 0 AND st.last > 0 THEN power(st.last / st.first, r.ppy / agg.n) - 1 END AS cagr,
              st.sd * sqrt(r.ppy) AS annual_volatility,
              st.mean / nullif(st.sd, 0) * sqrt(r.ppy) AS sharpe,
              st.mean * r.ppy / nullif(st.down * sqrt(r.ppy), 0) AS sortino,
-             st.mdd AS max_drawdown, st.last AS final_equity) x
+             st.mdd AS max_drawdown) x
   ), tr AS (  -- closed trades only; trades still open at the end are counted apart
     SELECT count(*) FILTER (WHERE t.exit_ts IS NOT NULL) AS closed, count(*) FILTER (WHERE t.exit_ts IS NULL) AS open,
            count(*) FILTER (WHERE t.exit_ts IS NOT NULL AND t.net_pnl > 0) AS wins,
@@ -94,16 +105,18 @@ AS $$
            max(t.return_pct) AS best, min(t.return_pct) AS worst,
            avg(t.bars_held) FILTER (WHERE t.exit_ts IS NOT NULL) AS avg_bars
     FROM backtest.trades t WHERE t.run_id = compute_metrics.run_id
-  ), ex AS (  -- exposure: snapshots at which a position is held (entry_ts < ts <= exit_ts, or open to the end)
-    SELECT avg((e.open > 0)::int) AS exposure
-    FROM (SELECT x.k, sum(x.delta) OVER (ORDER BY x.ts, x.k ROWS UNBOUNDED PRECEDING) AS open
-          FROM (SELECT snap.ts, 1 AS k, 0 AS delta FROM snap
-                UNION ALL
-                SELECT t.entry_ts, 2, 1 FROM backtest.trades t WHERE t.run_id = compute_metrics.run_id
-                UNION ALL
-                SELECT t.exit_ts, 2, -1 FROM backtest.trades t
-                WHERE t.run_id = compute_metrics.run_id AND t.exit_ts IS NOT NULL) x) e
-    WHERE e.k = 1
+  ), ex AS (  -- exposure: snapshots at which a position is held (entry_ts < ts <= exit_ts, open trades to the end),
+              -- counted over the union of the trades' intervals
+    SELECT coalesce(sum((SELECT count(*) FROM trading.portfolio_snapshots ps
+                         WHERE ps.account_id = (SELECT r.account_id FROM r) AND ps.ts > m.s AND ps.ts <= m.e)), 0)
+           / nullif((SELECT agg.n + 1 FROM agg), 0)::numeric AS exposure
+    FROM (SELECT min(g.s) AS s, max(g.e) AS e
+          FROM (SELECT t.s, t.e, count(*) FILTER (WHERE t.s >= t.pe OR t.pe IS NULL) OVER (ORDER BY t.s, t.e) AS g
+                FROM (SELECT t.entry_ts AS s, coalesce(t.exit_ts, 'infinity') AS e,
+                             max(coalesce(t.exit_ts, 'infinity')) OVER (ORDER BY t.entry_ts, t.exit_ts
+                                                                       ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS pe
+                      FROM backtest.trades t WHERE t.run_id = compute_metrics.run_id) t) g
+          GROUP BY g.g) m
   ), fl AS (
     SELECT count(*) AS fills, coalesce(sum(f.qty * f.price), 0) AS traded, coalesce(sum(f.commission), 0) AS comm
     FROM trading.fills f, r WHERE f.account_id = r.account_id
@@ -118,8 +131,8 @@ AS $$
            'sortino', s.sortino,
            'calmar', s.calmar,
            'max_drawdown', s.max_drawdown,
-           'max_drawdown_duration_bars', sd.bars,
-           'max_drawdown_duration', sd.span,
+           'max_drawdown_duration_bars', s.ddb,
+           'max_drawdown_duration', s.ddt,
            'trades', tr.closed,
            'open_trades', tr.open,
            'win_rate', tr.wins::numeric / nullif(tr.closed, 0),
@@ -132,22 +145,21 @@ AS $$
            'worst_trade_pct', tr.worst,
            'avg_bars_held', tr.avg_bars,
            'exposure', ex.exposure,
-           'turnover', fl.traded / nullif((SELECT avg(snap.v) FROM snap), 0),
+           'turnover', fl.traded / nullif(agg.s_avg, 0),
            'traded_value', fl.traded,
            'commissions', fl.comm,
            'fills', fl.fills,
-           'bars', (SELECT count(*) FROM snap),
+           'bars', agg.n + 1,
            'periods_per_year', r.ppy,
            'buy_and_hold', (SELECT jsonb_build_object(
                               'total_return', b.total_return, 'cagr', b.cagr, 'annual_volatility', b.annual_volatility,
                               'sharpe', b.sharpe, 'sortino', b.sortino, 'calmar', b.calmar,
-                              'max_drawdown', b.max_drawdown, 'max_drawdown_duration_bars', bd.bars,
-                              'max_drawdown_duration', bd.span, 'final_equity', b.final_equity)
-                            FROM perf b JOIN ddd bd ON bd.curve = b.curve WHERE b.curve = 'buy_and_hold')) AS o
+                              'max_drawdown', b.max_drawdown, 'max_drawdown_duration_bars', b.ddb,
+                              'max_drawdown_duration', b.ddt, 'final_equity', b.final_equity)
+                            FROM perf b WHERE b.curve = 'buy_and_hold')) AS o
   FROM r
-  CROSS JOIN tr CROSS JOIN ex CROSS JOIN fl
+  CROSS JOIN tr CROSS JOIN ex CROSS JOIN fl CROSS JOIN agg
   LEFT JOIN perf s ON s.curve = 'strategy'
-  LEFT JOIN ddd sd ON sd.curve = 'strategy'
   )  -- numbers to 15 decimal places, trailing zeros dropped (square roots and divisions carry dozens of digits)
   SELECT jsonb_object_agg(e.key, CASE jsonb_typeof(e.value)
            WHEN 'number' THEN to_jsonb(trim_scale(round(e.value::text::numeric, 15)))

@@ -12,6 +12,8 @@ CREATE OR REPLACE FUNCTION internal.backtest_trades(run backtest.runs)
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET enable_nestloop = off  -- the CTEs are estimated at a few rows; a nested loop over the bar counts is quadratic
+SET jit = off  -- (and the disabled nested loops' cost constant would start JIT compiling)
 AS $$
 DECLARE
   _n integer;
@@ -43,7 +45,7 @@ BEGIN
     SELECT legs.*, sum(legs.starts) OVER (PARTITION BY legs.symbol ORDER BY legs.ts, legs.id, legs.k) AS s
     FROM legs
   ), tr AS (
-    SELECT seq.symbol, seq.s,
+    SELECT seq.symbol, array_position(backtest_trades.run.symbols, seq.symbol) AS si, seq.s,
            (array_agg(seq.dir ORDER BY seq.ts, seq.id, seq.k) FILTER (WHERE seq.k = 1))[1] AS dir,
            sum(seq.lq) FILTER (WHERE seq.k = 1) AS qty,
            min(seq.ts) FILTER (WHERE seq.k = 1) AS entry_ts,
@@ -55,19 +57,23 @@ BEGIN
     FROM seq
     WHERE seq.s > 0
     GROUP BY seq.symbol, seq.s
-  ), pts AS (  -- bar counts: per symbol, how many bars open at or before each entry and exit (or the last bar)
-    SELECT b.symbol, b.ts AS t, 0 AS k FROM backtest.bars(backtest_trades.run) b
+  ), pts AS (  -- bar counts: per symbol (by its position in the run's symbols: an integer sorts faster than
+               -- text), how many bars open at or before each entry, exit and the end ('infinity')
+    SELECT array_position(backtest_trades.run.symbols, b.symbol) AS si, b.ts AS t, 0 AS k
+    FROM backtest.bars(backtest_trades.run) b
     UNION ALL
-    SELECT tr.symbol, tr.entry_ts, 1 FROM tr
+    SELECT tr.si, tr.entry_ts, 1 FROM tr
     UNION ALL
-    SELECT tr.symbol, tr.exit_ts, 1 FROM tr WHERE tr.exit_qty = tr.qty
+    SELECT tr.si, tr.exit_ts, 1 FROM tr WHERE tr.exit_qty = tr.qty
+    UNION ALL
+    SELECT DISTINCT tr.si, timestamptz 'infinity', 1 FROM tr
   ), cnt AS (
-    SELECT DISTINCT ON (pts.symbol, pts.t) pts.symbol, pts.t, count(*) FILTER (WHERE pts.k = 0) OVER w AS c
-    FROM pts
-    WINDOW w AS (PARTITION BY pts.symbol ORDER BY pts.t, pts.k ROWS UNBOUNDED PRECEDING)
-    ORDER BY pts.symbol, pts.t, pts.k DESC
-  ), tot AS (
-    SELECT cnt.symbol, max(cnt.c) AS c FROM cnt GROUP BY cnt.symbol
+    SELECT DISTINCT c.si, c.t, c.c
+    FROM (SELECT pts.si, pts.t, pts.k,
+                 count(*) FILTER (WHERE pts.k = 0) OVER (PARTITION BY pts.si ORDER BY pts.t, pts.k
+                                                         ROWS UNBOUNDED PRECEDING) AS c
+          FROM pts) c
+    WHERE c.k = 1
   ), ins AS (
     INSERT INTO backtest.trades (run_id, n, symbol, direction, qty, entry_ts, entry_price, exit_ts, exit_price, pnl,
                                  commissions, net_pnl, return_pct, bars_held, fills, mark_price, unrealized_pnl)
@@ -78,14 +84,13 @@ BEGIN
            CASE WHEN c.closed THEN trim_scale(round(tr.exit_value / tr.exit_qty, 10)) END,
            tr.pnl, tr.comm, tr.pnl - tr.comm,
            CASE WHEN c.closed THEN round((tr.pnl - tr.comm) / tr.entry_value, 12) END,
-           coalesce(xc.c, tot.c) - ec.c, tr.fills,
+           xc.c - ec.c, tr.fills,
            CASE WHEN NOT c.closed THEN p.last_price END,
            CASE WHEN NOT c.closed THEN p.unrealized_pnl END
     FROM tr
     CROSS JOIN LATERAL (SELECT tr.exit_qty = tr.qty AS closed) c
-    JOIN cnt ec ON ec.symbol = tr.symbol AND ec.t = tr.entry_ts
-    LEFT JOIN cnt xc ON c.closed AND xc.symbol = tr.symbol AND xc.t = tr.exit_ts
-    JOIN tot ON tot.symbol = tr.symbol
+    JOIN cnt ec ON ec.si = tr.si AND ec.t = tr.entry_ts
+    JOIN cnt xc ON xc.si = tr.si AND xc.t = CASE WHEN c.closed THEN tr.exit_ts ELSE 'infinity' END
     LEFT JOIN trading.positions p ON NOT c.closed AND p.account_id = backtest_trades.run.account_id
                                  AND p.symbol = tr.symbol
     RETURNING 1
