@@ -65,13 +65,13 @@ AS $$
            max(w1.i) FILTER (WHERE w1.bdd = 0) OVER p AS b_pi, max(w1.ts) FILTER (WHERE w1.bdd = 0) OVER p AS b_pt
     FROM w1
     WINDOW w AS (ORDER BY w1.ts), p AS (ORDER BY w1.ts ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
-  ), agg AS (
+  ), agg AS (  -- (least() skips NULLs: the first bar has no return, hence the FILTERs)
     SELECT count(w2.sr) AS n,
-           avg(w2.sr) AS s_mean, stddev_samp(w2.sr) AS s_sd, sqrt(avg(least(w2.sr, 0) * least(w2.sr, 0))) AS s_down,
+           avg(w2.sr) AS s_mean, stddev_samp(w2.sr) AS s_sd, sqrt(avg(least(w2.sr, 0) * least(w2.sr, 0)) FILTER (WHERE w2.sr IS NOT NULL)) AS s_down,
            min(w2.sdd) AS s_mdd, max(w2.sv) FILTER (WHERE w2.last) AS s_last, max(w2.sv) FILTER (WHERE w2.i = 0) AS s_first,
            coalesce(max(w2.i - w2.s_pi) FILTER (WHERE w2.s_end), 0) AS s_ddb,
            coalesce(max(w2.ts - w2.s_pt) FILTER (WHERE w2.s_end), interval '0') AS s_ddt,
-           avg(w2.br) AS b_mean, stddev_samp(w2.br) AS b_sd, sqrt(avg(least(w2.br, 0) * least(w2.br, 0))) AS b_down,
+           avg(w2.br) AS b_mean, stddev_samp(w2.br) AS b_sd, sqrt(avg(least(w2.br, 0) * least(w2.br, 0)) FILTER (WHERE w2.br IS NOT NULL)) AS b_down,
            min(w2.bdd) AS b_mdd, max(w2.bv) FILTER (WHERE w2.last) AS b_last, max(w2.bv) FILTER (WHERE w2.i = 0) AS b_first,
            coalesce(max(w2.i - w2.b_pi) FILTER (WHERE w2.b_end), 0) AS b_ddb,
            coalesce(max(w2.ts - w2.b_pt) FILTER (WHERE w2.b_end), interval '0') AS b_ddt,

@@ -83,7 +83,7 @@ BEGIN
            CASE WHEN c.closed THEN tr.exit_ts END,
            CASE WHEN c.closed THEN trim_scale(round(tr.exit_value / tr.exit_qty, 10)) END,
            tr.pnl, tr.comm, tr.pnl - tr.comm,
-           CASE WHEN c.closed THEN round((tr.pnl - tr.comm) / tr.entry_value, 12) END,
+           CASE WHEN c.closed THEN (tr.pnl - tr.comm) / tr.entry_value END,
            xc.c - ec.c, tr.fills,
            CASE WHEN NOT c.closed THEN p.last_price END,
            CASE WHEN NOT c.closed THEN p.unrealized_pnl END
