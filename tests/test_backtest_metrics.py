@@ -80,7 +80,16 @@ def done(request, db):
         ).fetchall(),
         columns=["symbol", "ts", "close"],
     )
-    return {"run": r, "m": json.loads(text), "exact": json.loads(text, parse_float=Decimal), "snaps": snaps, "trades": trades, "fills": fills, "bars": bars, "params": params}
+    return {
+        "run": r,
+        "m": json.loads(text),
+        "exact": json.loads(text, parse_float=Decimal),
+        "snaps": snaps,
+        "trades": trades,
+        "fills": fills,
+        "bars": bars,
+        "params": params,
+    }
 
 
 def returns_of(equity: pd.Series) -> pd.Series:
@@ -197,7 +206,12 @@ def test_trades_are_the_round_trips_of_the_fills(done):
     assert len(db_trades) == len(mine) > 10
     assert list(db_trades["n"]) == list(range(1, len(mine) + 1))
     for row, t in zip(db_trades.itertuples(), mine, strict=True):
-        assert (row.symbol, row.direction, row.qty, row.entry_ts) == (t["symbol"], t["direction"], t["qty"], t["entry_ts"])
+        assert (row.symbol, row.direction, row.qty, row.entry_ts) == (
+            t["symbol"],
+            t["direction"],
+            t["qty"],
+            t["entry_ts"],
+        )
         assert close(float(row.entry_price), float(t["entry_price"]))
         assert row.pnl == t["pnl"]  # the fills' realized P&L (trading.pnl_step), summed, exact
         assert abs(row.commissions - t["commissions"]) <= Decimal("1e-9")
