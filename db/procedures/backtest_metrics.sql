@@ -31,10 +31,11 @@ SET jit = off  -- (disabled nested loops add a large constant to the cost, which
 AS $$
   WITH r AS MATERIALIZED (
     SELECT r AS run, r.account_id, a.initial_cash, backtest.periods_per_year(r)::float8 AS ppy,
-           cardinality(r.symbols) AS nsym,
-           (SELECT ps.total_value FROM trading.portfolio_snapshots ps WHERE ps.account_id = r.account_id
-            ORDER BY ps.ts DESC LIMIT 1) AS final
+           cardinality(r.symbols) AS nsym, (SELECT iv.step FROM market.intervals iv WHERE iv.code = r.interval) AS step,
+           l.total_value AS final, l.ts AS final_ts
     FROM backtest.runs r JOIN trading.accounts a ON a.id = r.account_id
+    LEFT JOIN LATERAL (SELECT ps.ts, ps.total_value FROM trading.portfolio_snapshots ps
+                       WHERE ps.account_id = r.account_id ORDER BY ps.ts DESC LIMIT 1) l ON true
     WHERE r.id = compute_metrics.run_id
   ), snap AS (
     SELECT ps.ts, ps.total_value AS v
@@ -44,19 +45,19 @@ AS $$
                 -- last bar of each close time
     SELECT d.close_ts AS ts, r.initial_cash::float8 * (1 + sum(d.d) OVER w / r.nsym) AS v,
            lead(d.close_ts) OVER w IS DISTINCT FROM d.close_ts AS lastpeer
-    FROM r, (SELECT b.ts + iv.step AS close_ts,
+    FROM r, (SELECT b.ts + r.step AS close_ts,
                     (b.close::float8 - coalesce(lag(b.close::float8) OVER w, b.close::float8))
                     / first_value(b.close::float8) OVER w AS d
-             FROM r, backtest.bars(r.run) b JOIN market.intervals iv ON iv.code = b.interval
+             FROM r, backtest.bars(r.run) b
              WINDOW w AS (PARTITION BY array_position((r.run).symbols, b.symbol) ORDER BY b.ts)) d  -- int sorts fast
     WINDOW w AS (ORDER BY d.close_ts)
   ), w1 AS (  -- the strategy (s) and buy-and-hold (b) equity curves on the snapshot grid, in float8 (returns,
               -- ratios, square roots): returns, drawdowns from the running peak, position i
-    SELECT c.ts, c.sv, c.bv, row_number() OVER w - 1 AS i, lead(c.ts) OVER w IS NULL AS last,
+    SELECT c.ts, c.sv, c.bv, row_number() OVER w - 1 AS i, c.ts = (SELECT r.final_ts FROM r) AS last,
            c.sv / lag(c.sv) OVER w - 1 AS sr, c.bv / lag(c.bv) OVER w - 1 AS br,
            c.sv / max(c.sv) OVER w - 1 AS sdd, c.bv / max(c.bv) OVER w - 1 AS bdd
     FROM (SELECT snap.ts, snap.v::float8 AS sv, bhv.v AS bv FROM snap JOIN bhv ON bhv.ts = snap.ts AND bhv.lastpeer) c
-    WINDOW w AS (ORDER BY c.ts)
+    WINDOW w AS (ORDER BY c.ts ROWS UNBOUNDED PRECEDING)  -- (ROWS: the times are unique; no peers to look for)
   ), w2 AS (  -- drawdown periods end where a curve is back at its peak (or at the last bar)
     SELECT w1.*,
            w1.sdd = 0 AND lag(w1.sdd) OVER w < 0 OR w1.last AND w1.sdd < 0 AS s_end,
