@@ -2,7 +2,7 @@
 maintained libraries on real series.
 
 Each run is a real backtest on the bundled daily data (GOOG; SPX long/short, which flips through zero; GOOG and SPX
-together at half the equity each). The return-series metrics are compared with empyrical-reloaded's functions on
+together at half the equity each; GOOG scaling in and out of long and short positions). The return-series metrics are compared with empyrical-reloaded's functions on
 the run's own equity curve (trading.portfolio_snapshots, one per bar close) with the run's annualization, the
 drawdown duration with backtesting.py's compute_drawdown_duration_peaks, and the trade statistics with a direct
 pandas computation over a trade list rebuilt here from the fills alone (as backtesting.py lists trades).
@@ -43,7 +43,28 @@ RUNS = {
         "2013-01-01",
         {"cash": 50000, "commission": 0.0005, "sizing": "fraction", "fraction": 0.5},
     ),
+    # scaling in and out, short, and a flip from short to long: trades of several fills (SCALING below)
+    "goog-scaling": (
+        ["GOOG"],
+        "2004-01-01",
+        "2014-01-01",
+        {"cash": 20000, "commission": 0.001, "sizing": "fraction", "allow_short": True, "max_position_pct": 100},
+    ),
 }
+
+# A strategy for the scaling run, registered inside the test's transaction (rolled back): in every 60 bars, long
+# 0.4 of equity, add to 0.9, reduce to 0.5, flat, short 0.5, flip to long 0.6, flat.
+SCALING = """
+CREATE FUNCTION public.scaling_test(run backtest.runs) RETURNS SETOF backtest.decision LANGUAGE sql STABLE AS $$
+  SELECT b.symbol, b.ts,
+         CASE b.n % 60 WHEN 10 THEN 0.4 WHEN 20 THEN 0.9 WHEN 30 THEN 0.5 WHEN 40 THEN 0 WHEN 45 THEN -0.5
+                       WHEN 50 THEN 0.6 WHEN 55 THEN 0 END::numeric, NULL::numeric, NULL::numeric
+  FROM (SELECT b.symbol, b.ts, row_number() OVER (PARTITION BY b.symbol ORDER BY b.ts) AS n
+        FROM backtest.bars(run) b) b
+  WHERE b.n % 60 IN (10, 20, 30, 40, 45, 50, 55)
+$$;
+SELECT backtest.register_strategy('scaling_test', 'public.scaling_test(backtest.runs)', 'test: scaling in and out');
+"""
 
 
 def close(actual, expected, rel: float = REL) -> bool:
@@ -56,7 +77,11 @@ def done(request, db):
     symbols, start, end, params = RUNS[request.param]
     for s in symbols:
         ensure_sample(db, s)
-    r = run(db, "sma_crossover", symbols, "1d", start, end, params)
+    strategy = "sma_crossover"
+    if request.param == "goog-scaling":
+        db.execute(SCALING)
+        strategy = "scaling_test"
+    r = run(db, strategy, symbols, "1d", start, end, params)
     text = db.execute("SELECT metrics::text FROM backtest.runs WHERE id = %s", (r["id"],)).fetchone()[0]
     snaps = pd.DataFrame(
         db.execute(
@@ -235,8 +260,11 @@ def test_trades_are_the_round_trips_of_the_fills(done):
         ts = bars[bars.symbol == t["symbol"]].ts
         end = t["exit_ts"] if t["closed"] else ts.iloc[-1]
         assert row.bars_held == int(((ts > t["entry_ts"]) & (ts <= end)).sum())
-    if "SPX" in done["run"]["symbols"] and done["params"].get("allow_short"):
+    if done["params"].get("allow_short"):
         assert set(db_trades.direction) == {"long", "short"}  # flips were split into two trades
+    if done["run"]["strategy"] == "scaling_test":
+        assert (db_trades.fills > 2).sum() > 10  # entries added to and exits in parts
+        assert (db_trades.entry_ts.isin(db_trades.exit_ts)).sum() > 10  # a flip closes one trade and opens the next
 
 
 def test_trade_statistics_match_pandas(done):
