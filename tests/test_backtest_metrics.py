@@ -2,10 +2,11 @@
 maintained libraries on real series.
 
 Each run is a real backtest on the bundled daily data (GOOG; SPX long/short, which flips through zero; GOOG and SPX
-together at half the equity each; GOOG scaling in and out of long and short positions). The return-series metrics are compared with empyrical-reloaded's functions on
-the run's own equity curve (trading.portfolio_snapshots, one per bar close) with the run's annualization, the
-drawdown duration with backtesting.py's compute_drawdown_duration_peaks, and the trade statistics with a direct
-pandas computation over a trade list rebuilt here from the fills alone (as backtesting.py lists trades).
+together at half the equity each; GOOG scaling in and out of long and short positions). The return-series metrics
+are compared with empyrical-reloaded's functions on the run's own equity curve (trading.portfolio_snapshots, one per
+bar close) with the run's annualization, the drawdown duration with backtesting.py's
+compute_drawdown_duration_peaks, and the trade statistics with a direct pandas computation over a trade list rebuilt
+here from the fills alone (as backtesting.py lists trades).
 
 Tolerance: 1e-9 relative. The database computes the return statistics in float8 (IEEE doubles, like numpy) and
 rounds its output to 15 decimal places; the only differences are the order of floating-point summation (about
