@@ -56,7 +56,8 @@ AS $$
     SELECT c.ts, c.sv, c.bv, row_number() OVER w - 1 AS i, c.ts = (SELECT r.final_ts FROM r) AS last,
            c.sv / lag(c.sv) OVER w - 1 AS sr, c.bv / lag(c.bv) OVER w - 1 AS br,
            c.sv / max(c.sv) OVER w - 1 AS sdd, c.bv / max(c.bv) OVER w - 1 AS bdd
-    FROM (SELECT snap.ts, snap.v::float8 AS sv, bhv.v AS bv FROM snap JOIN bhv ON bhv.ts = snap.ts AND bhv.lastpeer) c
+    FROM (SELECT snap.ts, snap.v::float8 AS sv, bhv.v AS bv  -- (a left join: the benchmark never drops a bar)
+          FROM snap LEFT JOIN bhv ON bhv.ts = snap.ts AND bhv.lastpeer) c
     WINDOW w AS (ORDER BY c.ts ROWS UNBOUNDED PRECEDING)  -- (ROWS: the times are unique; no peers to look for)
   ), w2 AS (  -- drawdown periods end where a curve is back at its peak (or at the last bar)
     SELECT w1.*,
