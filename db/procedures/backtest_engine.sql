@@ -168,8 +168,12 @@ BEGIN
                                _a.commission_rate, _a.commission_min, _a.max_position_pct, _a.max_gross_leverage,
                                _a.allow_short);
     IF _qty <> 0 THEN
+      -- brackets protect an entry in the target's direction; an order against it (trimming a position the sizing
+      -- rule finds too large) carries none (its levels would lie on the wrong side of the price: TR010)
       _o := trading.place_order(_a.id, _d.symbol, CASE WHEN _qty > 0 THEN 'buy' ELSE 'sell' END, abs(_qty), 'market',
-                                stop_loss => _d.stop_loss, take_profit => _d.take_profit, source => 'strategy');
+                                stop_loss => CASE WHEN sign(_qty) = sign(_d.target) THEN _d.stop_loss END,
+                                take_profit => CASE WHEN sign(_qty) = sign(_d.target) THEN _d.take_profit END,
+                                source => 'strategy');
       UPDATE backtest.decisions d SET order_id = _o.id WHERE d.run_id = _d.run_id AND d.symbol = _d.symbol AND d.ts = _d.ts;
     END IF;
   END LOOP;
