@@ -408,14 +408,18 @@ BEGIN
     FROM backtest.bars(backtest_snapshots.run) b JOIN market.intervals iv ON iv.code = b.interval
   ), g AS (
     SELECT DISTINCT rb.close_ts AS t FROM rb
-  ), tl AS (  -- per symbol: every snapshot time (k 0), its bar closes (k 0, with the close), its fills (k 1)
+  ), tl AS (  -- per symbol: every snapshot time (k 0), its bar closes (k 0, with the close), its fills (k 1; -1)
     SELECT s.symbol, g.t, 0 AS k, 0::bigint AS id, rb.close, NULL::numeric AS qty, NULL::numeric AS basis,
            NULL::numeric AS realized
     FROM g CROSS JOIN unnest(backtest_snapshots.run.symbols) s(symbol)
     LEFT JOIN rb ON rb.symbol = s.symbol AND rb.close_ts = g.t
     UNION ALL
-    SELECT ph.symbol, ph.ts, 1, ph.id, NULL, ph.qty, ph.cost_basis, ph.realized_pnl
-    FROM trading.position_history ph WHERE ph.account_id = backtest_snapshots.run.account_id
+    -- a fill by a bar (a resting bracket child: fills.bar_ts) is stamped with that bar's close and belongs to the
+    -- snapshot of that close (k -1); a market-on-open fill at the same instant comes after it (k 1)
+    SELECT ph.symbol, ph.ts, CASE WHEN f.bar_ts IS NOT NULL THEN -1 ELSE 1 END, ph.id, NULL, ph.qty, ph.cost_basis,
+           ph.realized_pnl
+    FROM trading.position_history ph LEFT JOIN trading.fills f ON f.id = ph.fill_id
+    WHERE ph.account_id = backtest_snapshots.run.account_id
   ), grp AS (
     SELECT tl.*, count(tl.close) OVER w AS gc, count(tl.qty) OVER w AS gq
     FROM tl WINDOW w AS (PARTITION BY tl.symbol ORDER BY tl.t, tl.k, tl.id)
@@ -433,9 +437,10 @@ BEGIN
   ), cl AS (  -- cash and cumulative commissions: the ledger's rows before each snapshot time
     SELECT g.t, 0 AS k, 0::bigint AS id, NULL::numeric AS balance, NULL::numeric AS comm FROM g
     UNION ALL
-    SELECT l.ts, 1, l.id, l.balance,
+    SELECT l.ts, CASE WHEN f.bar_ts IS NOT NULL THEN -1 ELSE 1 END, l.id, l.balance,
            sum(CASE WHEN l.cause = 'commission' THEN -l.amount ELSE 0 END) OVER (ORDER BY l.id)
-    FROM trading.cash_ledger l WHERE l.account_id = backtest_snapshots.run.account_id
+    FROM trading.cash_ledger l LEFT JOIN trading.fills f ON f.id = l.fill_id
+    WHERE l.account_id = backtest_snapshots.run.account_id
   ), clg AS (
     SELECT cl.*, count(cl.balance) OVER (ORDER BY cl.t, cl.k, cl.id) AS gb FROM cl
   ), cash AS (

@@ -28,6 +28,7 @@ DECLARE
   _run backtest.runs;
   _cut backtest.runs;
   _full backtest.decision[];
+  _cutd backtest.decision[];
   _times timestamptz[];
   _t timestamptz;
   _n integer;
@@ -109,17 +110,19 @@ BEGIN
   FOREACH _t IN ARRAY coalesce(_times, ARRAY[]::timestamptz[]) LOOP
     _cut := _run;
     _cut.end_ts := _t + interval '1 microsecond';
-    RETURN QUERY EXECUTE format($q$
+    EXECUTE format($q$
+      SELECT array_agg(ROW(d.symbol, d.ts, d.target, d.stop_loss, d.take_profit)::backtest.decision)
+      FROM (SELECT DISTINCT ON (d.symbol) d.* FROM %s($1) d WHERE d.ts = $2 ORDER BY d.symbol) d $q$, _fn)
+      INTO _cutd USING _cut, _t;
+    RETURN QUERY
       WITH c AS (
-        SELECT DISTINCT ON (d.symbol) d.symbol, d.target, d.stop_loss, d.take_profit FROM %s($1) d
-        WHERE d.ts = $2 ORDER BY d.symbol
+        SELECT c.symbol, c.target, c.stop_loss, c.take_profit FROM unnest(_cutd) c
       ), f AS (
-        SELECT f.symbol, f.target, f.stop_loss, f.take_profit FROM unnest($3) f WHERE f.ts = $2
+        SELECT f.symbol, f.target, f.stop_loss, f.take_profit FROM unnest(_full) f WHERE f.ts = _t
       )
-      SELECT coalesce(f.symbol, c.symbol), $2, f.target, c.target, f.stop_loss, c.stop_loss, f.take_profit, c.take_profit
+      SELECT coalesce(f.symbol, c.symbol), _t, f.target, c.target, f.stop_loss, c.stop_loss, f.take_profit, c.take_profit
       FROM f FULL JOIN c ON c.symbol = f.symbol
-      WHERE (f.target, f.stop_loss, f.take_profit) IS DISTINCT FROM (c.target, c.stop_loss, c.take_profit) $q$, _fn)
-      USING _cut, _t, _full;
+      WHERE (f.target, f.stop_loss, f.take_profit) IS DISTINCT FROM (c.target, c.stop_loss, c.take_profit);
     GET DIAGNOSTICS _n = ROW_COUNT;
     _differ := _differ + _n;
   END LOOP;
