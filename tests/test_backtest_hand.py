@@ -66,6 +66,10 @@ def fills(conn, account_id):
         ).fetchall()
 
 
+def pick(rows: list[dict], *cols: str) -> list[tuple]:
+    return [tuple(r[c] for c in cols) for r in rows]
+
+
 def equity(conn, account_id):
     """{bar close time: (cash, positions value, total)} of the run's snapshots."""
     return {
@@ -119,11 +123,10 @@ def test_round_trip_with_slippage_and_minimum_commission(hand, mode):
     #   (affordable: 9903.894 + 12 = 9915.894 <= 10000); slippage (102.102 - 102) x 97 = 9.894
     # exit: bar 4's open 103 - 10 bps = 103 x 0.999 = 102.897; 97 x 102.897 = 9981.009
     #   commission 9.98 < 12 -> 12; realized 9981.009 - 9903.894 = 77.115; slippage 0.103 x 97 = 9.991
-    assert [(x["side"], x["qty"], x["price"], x["ref_price"], x["commission"], x["slippage"], x["realized_pnl"], x["ts"])
-            for x in f] == [
+    assert pick(f, "side", "qty", "price", "ref_price", "commission", "slippage", "realized_pnl", "ts") == [
         ("buy", 97, D("102.102"), 102, 12, D("9.894"), 0, day(2)),
         ("sell", 97, D("102.897"), 103, 12, D("9.991"), D("77.115"), day(4)),
-    ]  # fmt: skip
+    ]
     # cash: 10000 - 9903.894 - 12 = 84.106; then 84.106 + 9981.009 - 12 = 10053.115
     assert account(hand, r["account_id"]) == (D("10053.115"), D("77.115"), 24)
     assert position(hand, r["account_id"], "HANDA") == (0, 0)
@@ -171,10 +174,10 @@ def test_a_short_round_trip(hand, mode):
     #   proceeds 207 x 48 = 9936; commission 0.002 x 9936 = 19.872 -> 19.87; cash 10000 + 9936 - 19.87 = 19916.13
     # cover: 207 bought at 44 = 9108; commission 0.002 x 9108 = 18.216 -> 18.22
     #   realized = -207 x 44 - (-9936) = 828; cash 19916.13 - 9108 - 18.22 = 10789.91
-    assert [(x["side"], x["qty"], x["price"], x["commission"], x["realized_pnl"]) for x in fills(hand, r["account_id"])] == [
+    assert pick(fills(hand, r["account_id"]), "side", "qty", "price", "commission", "realized_pnl") == [
         ("sell", 207, 48, D("19.87"), 0),
         ("buy", 207, 44, D("18.22"), 828),
-    ]  # fmt: skip
+    ]
     assert account(hand, r["account_id"]) == (D("10789.91"), 828, D("38.09"))  # 19.87 + 18.22
     assert equity(hand, r["account_id"]) == {
         day(1): (10000, 0, 10000),
@@ -246,12 +249,11 @@ def test_risk_sizing_with_a_bracket_stop_loss_that_fills(hand):
         ("take_profit", "limit", "sell", 40, None, 110, "cancelled"),  # OCO: its sibling filled
     ]
     # the exit decision at bar 3 changed the target, found no position and placed nothing
+    entry = hand.execute("SELECT min(id) FROM trading.orders WHERE account_id = %s", (r["account_id"],)).fetchone()[0]
     assert hand.execute(
         "SELECT ts, target, prev_target, exec_ts, order_id FROM backtest.decisions WHERE run_id = %s ORDER BY ts",
         (r["id"],),
-    ).fetchall() == [(day(1), 1, 0, day(2), hand.execute("SELECT min(id) FROM trading.orders WHERE account_id = %s",
-                                                          (r["account_id"],)).fetchone()[0]),
-                     (day(3), 0, 1, day(4), None)]  # fmt: skip
+    ).fetchall() == [(day(1), 1, 0, day(2), entry), (day(3), 0, 1, day(4), None)]
     assert account(hand, r["account_id"]) == (D("9792.20"), -200, D("7.80"))
     assert equity(hand, r["account_id"]) == {
         day(1): (10000, 0, 10000),
@@ -290,8 +292,16 @@ def _toy_model(conn, symbol, until):
     """A real logistic regression (ml_support.toy_model) registered for the symbol, trained (on paper) until `until`."""
     from ml_support import register_model, toy_model
 
-    mid = register_model(conn, toy_model(), name=f"{symbol.lower()}-toy", symbols=[symbol], interval="1d",
-                         status="candidate", buy_threshold=0.52, sell_threshold=0.48)  # fmt: skip
+    mid = register_model(
+        conn,
+        toy_model(),
+        name=f"{symbol.lower()}-toy",
+        symbols=[symbol],
+        interval="1d",
+        status="candidate",
+        buy_threshold=0.52,
+        sell_threshold=0.48,
+    )
     conn.execute("UPDATE ml.models SET train_from = %s, train_until = %s WHERE id = %s", (DAY0, until, mid))
     return mid
 
