@@ -264,6 +264,63 @@ def test_risk_sizing_with_a_bracket_stop_loss_that_fills(hand):
     }
 
 
+#            open  high  low  close
+SERIES_F = [
+    (100, 101, 99, 100),  # 0  01-01
+    (100, 101, 99, 100),  # 1  01-02  decision: target 1, stop-loss 90, take-profit 120
+    (100, 102, 99, 101),  # 2  01-03  long at this open, 100; decision: target -1, stop-loss 112, take-profit 80
+    (102, 103, 100, 101),  # 3  01-04  reversal at this open, 102: close the long, then open the short
+    (101, 113, 100, 110),  # 4  01-05  high 113 >= 112: the short's stop-loss fills at 112; decision: target 0
+    (110, 111, 109, 110),  # 5  01-06  nothing left to close
+]
+
+
+def test_a_reversal_with_brackets_closes_then_opens_with_the_new_brackets(hand):
+    series(hand, "HANDF", SERIES_F)
+    r = go(
+        hand,
+        "HANDF",
+        6,
+        {1: [1, 90, 120], 2: [-1, 112, 80], 4: [0]},
+        {"cash": 10000, "commission": 0, "allow_short": True},
+    )
+    assert r["mode"] == "exact"
+    # long: floor(10000 / 100) = 100 shares at 100; cash 0
+    # reversal at 102: the long's children are cancelled, 100 sold at 102 (cash 10200, realized +200); then the
+    #   short sized on the flat account: floor(10200 / 102) = 100 sold at 102 (cash 20400), children of 100
+    # bar 4 trades up to 113: the buy stop at 112 fills at 112 (opened below it, at 101): cash 20400 - 11200 = 9200,
+    #   realized 100 x 102 - 11200 = -1000; its take-profit sibling is cancelled
+    orders = hand.execute(
+        "SELECT source, type, side, qty, coalesce(stop_price, limit_price), status FROM trading.orders"
+        " WHERE account_id = %s ORDER BY id",
+        (r["account_id"],),
+    ).fetchall()
+    assert orders == [
+        ("strategy", "market", "buy", 100, None, "filled"),
+        ("stop_loss", "stop", "sell", 100, 90, "cancelled"),
+        ("take_profit", "limit", "sell", 100, 120, "cancelled"),
+        ("strategy", "market", "sell", 100, None, "filled"),  # closes the long, no brackets
+        ("strategy", "market", "sell", 100, None, "filled"),  # opens the short with its brackets
+        ("stop_loss", "stop", "buy", 100, 112, "filled"),
+        ("take_profit", "limit", "buy", 100, 80, "cancelled"),
+    ]
+    assert pick(fills(hand, r["account_id"]), "side", "qty", "price", "realized_pnl", "ts") == [
+        ("buy", 100, 100, 0, day(2)),
+        ("sell", 100, 102, 200, day(3)),
+        ("sell", 100, 102, 0, day(3)),
+        ("buy", 100, 112, -1000, day(5)),  # stamped with bar 4's close
+    ]
+    assert account(hand, r["account_id"]) == (9200, -800, 0)
+    assert equity(hand, r["account_id"]) == {
+        day(1): (10000, 0, 10000),
+        day(2): (10000, 0, 10000),
+        day(3): (0, 100 * 101, 10100),  # long 100 at bar 2's close 101
+        day(4): (20400, -100 * 101, 10300),  # short 100 at bar 3's close 101
+        day(5): (9200, 0, 9200),  # = 10000 + 200 - 1000
+        day(6): (9200, 0, 9200),
+    }
+
+
 def test_risk_sizing_without_a_stop_loss_is_refused(hand):
     series(hand, "HANDA", SERIES_A)
     r = hand.execute(

@@ -149,38 +149,60 @@ DECLARE
   _qty numeric;
   _step numeric;
   _o trading.orders;
+  _flip boolean;
+  _entry boolean;
 BEGIN
   FOR _d IN SELECT * FROM backtest.decisions d WHERE d.run_id = backtest_exact.run.id AND d.exec_ts IS NOT NULL ORDER BY d.seq LOOP
     IF trading.account_now(backtest_exact.run.account_id) < _d.exec_ts THEN
       PERFORM trading.advance_clock(backtest_exact.run.account_id, _d.exec_ts);
     END IF;
-    SELECT * INTO _a FROM trading.accounts a WHERE a.id = backtest_exact.run.account_id;
-    SELECT * INTO _pf FROM trading.portfolio(_a.id);
-    SELECT coalesce(sum(v.qty) FILTER (WHERE v.symbol = _d.symbol), 0) AS qty,
-           coalesce(sum(abs(v.value)) FILTER (WHERE v.symbol <> _d.symbol), 0) AS other_gross
-      INTO _pos
-    FROM trading.position_values v WHERE v.account_id = _a.id AND v.qty <> 0;
-    _open := market.open_at(_d.symbol, backtest_exact.run.interval, _d.exec_ts);
-    SELECT i.qty_step INTO _step FROM market.instruments i WHERE i.symbol = _d.symbol;
-    _est := trading.slipped_price(_open, CASE WHEN _d.target > _d.prev_target THEN 'buy' ELSE 'sell' END, _a.slippage_bps);
-    _qty := backtest.order_qty(_p->>'sizing', _d.target, (_p->>'fraction')::numeric, (_p->>'risk_pct')::numeric,
-                               _d.stop_loss, _pos.qty, _a.cash, _pf.total_value, _pos.other_gross, _est, _step,
-                               _a.commission_rate, _a.commission_min, _a.max_position_pct, _a.max_gross_leverage,
-                               _a.allow_short);
-    IF _qty <> 0 THEN
-      -- brackets protect an entry in the target's direction; an order against it (trimming a position the sizing
-      -- rule finds too large) carries none (its levels would lie on the wrong side of the price: TR010)
+    -- A reversal with brackets (long to short or back) is two orders: one that closes the position (which cancels
+    -- its bracket children) and one, sized on the account as it is then, that opens the other side with the new
+    -- brackets. As one order its children would be sized to the whole order, twice the new position, and would
+    -- reserve cash for it. Without brackets one order (as the fast path).
+    FOR _pass IN 1..2 LOOP
+      SELECT * INTO _a FROM trading.accounts a WHERE a.id = backtest_exact.run.account_id;
+      SELECT * INTO _pf FROM trading.portfolio(_a.id);
+      SELECT coalesce(sum(v.qty) FILTER (WHERE v.symbol = _d.symbol), 0) AS qty,
+             coalesce(sum(abs(v.value)) FILTER (WHERE v.symbol <> _d.symbol), 0) AS other_gross
+        INTO _pos
+      FROM trading.position_values v WHERE v.account_id = _a.id AND v.qty <> 0;
+      _open := market.open_at(_d.symbol, backtest_exact.run.interval, _d.exec_ts);
+      SELECT i.qty_step INTO _step FROM market.instruments i WHERE i.symbol = _d.symbol;
+      _est := trading.slipped_price(_open, CASE WHEN _d.target > _d.prev_target THEN 'buy' ELSE 'sell' END, _a.slippage_bps);
+      _qty := backtest.order_qty(_p->>'sizing', _d.target, (_p->>'fraction')::numeric, (_p->>'risk_pct')::numeric,
+                                 _d.stop_loss, _pos.qty, _a.cash, _pf.total_value, _pos.other_gross, _est, _step,
+                                 _a.commission_rate, _a.commission_min, _a.max_position_pct, _a.max_gross_leverage,
+                                 _a.allow_short);
+      EXIT WHEN _qty = 0;
+      _flip := _pass = 1 AND (_d.stop_loss IS NOT NULL OR _d.take_profit IS NOT NULL)
+               AND _pos.qty <> 0 AND sign(_pos.qty + _qty) = -sign(_pos.qty);
+      IF _flip THEN
+        _qty := -_pos.qty;
+      END IF;
+      -- an order that reduces a position first cancels the position's bracket children (its fill would cancel them
+      -- anyway): a short's buy-stop child reserves the cash that covering the short needs (TR001 otherwise)
+      IF _pos.qty <> 0 AND sign(_qty) <> sign(_pos.qty) THEN
+        PERFORM trading.cancel_order(c.id, 'position reduced by the strategy')
+        FROM trading.orders c
+        WHERE c.account_id = _a.id AND c.symbol = _d.symbol AND c.source IN ('stop_loss', 'take_profit')
+          AND c.status IN ('accepted', 'partially_filled') AND c.type <> 'market';
+      END IF;
+      -- brackets protect an entry: an order that opens or adds to a position on the target's side; one that closes
+      -- or trims a position carries none (its children would protect nothing, or lie on the wrong side: TR010)
+      _entry := sign(_pos.qty + _qty) = sign(_d.target) AND abs(_pos.qty + _qty) > abs(_pos.qty);
       _o := trading.place_order(_a.id, _d.symbol, CASE WHEN _qty > 0 THEN 'buy' ELSE 'sell' END, abs(_qty), 'market',
-                                stop_loss => CASE WHEN sign(_qty) = sign(_d.target) THEN _d.stop_loss END,
-                                take_profit => CASE WHEN sign(_qty) = sign(_d.target) THEN _d.take_profit END,
+                                stop_loss => CASE WHEN _entry THEN _d.stop_loss END,
+                                take_profit => CASE WHEN _entry THEN _d.take_profit END,
                                 source => 'strategy');
       UPDATE backtest.decisions d SET order_id = _o.id WHERE d.run_id = _d.run_id AND d.symbol = _d.symbol AND d.ts = _d.ts;
-    END IF;
+      EXIT WHEN NOT _flip OR _o.status <> 'filled';
+    END LOOP;
   END LOOP;
 END
 $$;
 COMMENT ON FUNCTION internal.backtest_exact IS
-  'Internal: the exact engine path: for each decision in execution order, trading.advance_clock to its execution time, size it (backtest.order_qty) and place it through trading.place_order (market-on-open).';
+  'Internal: the exact engine path: for each decision in execution order, trading.advance_clock to its execution time, size it (backtest.order_qty) and place it through trading.place_order (market-on-open); a reversal with brackets is a closing order and then an opening one with the brackets.';
 
 -- The fast path. Per decision (execution order) the state it needs: the fill price (the open of the bar at
 -- exec_ts) and the marks of the run's symbols at that moment (close of each symbol's latest bar closed by then).
