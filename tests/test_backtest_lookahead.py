@@ -108,6 +108,18 @@ def test_a_strategy_that_peeks_at_the_next_close_is_caught_at_every_bar_it_decid
     assert differ == len(rows) > 0 and all(r[2] is not None and r[3] is not None for r in rows)
 
 
+def test_several_symbols_are_checked_per_bar_time(db):
+    ensure_sample(db, "GOOG")
+    ensure_sample(db, "SPX")
+    db.execute(PEEK_NEXT)
+    notices: list[str] = []
+    db.add_notice_handler(lambda d: notices.append(d.message_primary))
+    q = "SELECT * FROM backtest.lookahead_check(%s, ARRAY['GOOG', 'SPX'], '1d', '2011-01-01', '2011-03-01', '{}', 30)"
+    rows = db.execute(q, ("peek_next",)).fetchall()
+    assert {r[0] for r in rows} == {"GOOG", "SPX"} and "30 bar time(s) checked" in notices[-1]
+    assert db.execute(q, ("sma_crossover",)).fetchall() == []
+
+
 def example_block() -> str:
     doc = (ROOT / "docs" / "backtesting.md").read_text()
     block = doc.split("<!-- writing-a-strategy:begin -->")[1].split("<!-- writing-a-strategy:end -->")[0]
