@@ -7,6 +7,7 @@ non-zero when there is any.
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 import click
@@ -65,8 +66,17 @@ def lookahead_check(strategy, symbols, start, end, interval, params, samples, as
                 (strategy, _symbols(symbols), interval, start, end, Jsonb(parse_params(params)), samples),
             ).fetchall()
     summary = next((n for n in reversed(notices) if n.startswith("look-ahead check")), "")
+    counts = re.search(r"(\d+) bar time\(s\) checked", summary)
     if as_json:
-        emit_json({"strategy": strategy, "summary": summary, "lookahead": bool(rows), "differences": rows})
+        emit_json(
+            {
+                "strategy": strategy,
+                "checked": int(counts.group(1)) if counts else None,
+                "lookahead": bool(rows),
+                "differences": rows,
+                "summary": summary,
+            }
+        )
     else:
         if rows:
             cols = (

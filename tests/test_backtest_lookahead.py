@@ -199,7 +199,7 @@ def test_cli_exits_1_when_a_decision_differs(committed_peek):
     r = cli("--strategy", committed_peek, *base, "--json")
     assert r.exit_code == 1, r.output
     out = json.loads(r.output)
-    assert out["lookahead"] is True and len(out["differences"]) >= 5
+    assert out["lookahead"] is True and out["checked"] == 20 and len(out["differences"]) >= 5
     d = out["differences"][0]
     assert d["symbol"] == "GOOG" and d["full_target"] is not None and d["truncated_target"] is None
     assert datetime.fromisoformat(d["ts"]) >= datetime(2011, 1, 1, tzinfo=UTC)
