@@ -7,8 +7,8 @@
 -- close after t, so the run must start after the horizon-th bar following train_until (horizon 1: after
 -- train_until). An earlier start, or a model without a recorded training window (an imported one), is refused
 -- (BT031) unless the run says allow_in_sample true: its results are then in-sample, and the run records that it
--- asked for it (params). Walk-forward (docs/backtesting.md) trains a model per train window with ml.train and calls this strategy
--- with {"model_id": id} on the test window after it.
+-- asked for it (params). Walk-forward (docs/backtesting.md) trains a model per train window with ml.train and
+-- calls this strategy with {"model_id": id} on the test window after it.
 -- The signals: per bar of the run, P(up) from the model's stored signals (ml.signals) where it has one, else scored
 -- now, set-based: the features of the missing bars in one ml.features call over their range and one
 -- internal.onnx_run over all of them (nothing is written). ml.features is the one feature definition and reads the
