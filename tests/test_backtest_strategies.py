@@ -320,9 +320,20 @@ def test_mean_reversion_modes(db):
         (r["id"],),
     ).fetchall():
         assert target == 1 and sl < close < tp and sl % D("0.01") == 0 and tp % D("0.01") == 0
-    # risk sizing works with the stop-loss: each entry risks about risk_pct of equity at its stop
+    # risk sizing with the stop-loss: each entry (from flat) buys the shares that lose 1 % of the equity it saw at
+    # its stop, floor(equity x 0.01 / (price - stop)), unless all_in buys fewer (commission 0.1 %)
     r = run(db, "mean_reversion", [sym], iv, a, b, brackets | {"sizing": "risk", "risk_pct": 1})
-    assert r["mode"] == "exact" and r["fills"] > 10
+    entries = db.execute(
+        "SELECT f.qty, f.price, d.stop_loss, s.total_value FROM backtest.decisions d"
+        " JOIN trading.fills f ON f.order_id = d.order_id"
+        " JOIN trading.portfolio_snapshots s ON s.account_id = f.account_id AND s.ts = d.exec_ts"
+        " WHERE d.run_id = %s AND d.target = 1",
+        (r["id"],),
+    ).fetchall()
+    assert r["mode"] == "exact" and len(entries) > 10
+    for qty, price, stop, equity in entries:
+        assert qty == min(math.floor(equity * D("0.01") / (price - stop)), math.floor(equity / (price * D("1.001"))))
+    assert any(qty * (price - stop) > equity * D("0.009") for qty, price, stop, equity in entries)
 
 
 @pytest.mark.parametrize(
