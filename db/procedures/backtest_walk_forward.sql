@@ -66,6 +66,10 @@ BEGIN
         HINT = 'e.g. train 252, test 63 (daily bars: a year and a quarter)';
     END IF;
     LOOP
+      IF _k >= 10000 THEN
+        RAISE EXCEPTION 'more than 10000 walk-forward windows' USING ERRCODE = 'BT404',
+          HINT = 'a longer test window (each window is a grid search and a test run)';
+      END IF;
       _a := CASE WHEN wf_windows.anchored THEN 1 ELSE 1 + _k * _te END;  -- first train bar
       _b := 1 + _tr + _k * _te;                                           -- first bar after the train window
       _c := _b + _pu;                                                     -- first test bar
@@ -82,6 +86,12 @@ BEGIN
       _k := _k + 1;
     END LOOP;
   ELSE
+    IF coalesce(wf_windows.train, '') ~ '^\s*\d+\s*$' OR coalesce(wf_windows.test, '') ~ '^\s*\d+\s*$'
+       OR coalesce(wf_windows.purge, '0') ~ '^\s*0*[1-9]\d*\s*$' THEN
+      RAISE EXCEPTION 'train %, test %, purge %: bar counts and intervals mixed', wf_windows.train, wf_windows.test,
+        wf_windows.purge USING ERRCODE = 'BT404',
+        HINT = 'all three in bars (252, 63, 5) or all as intervals (''2 years'', ''3 months'', ''1 week''); purge 0 fits both';
+    END IF;
     BEGIN
       _tri := wf_windows.train::interval;
       _tei := wf_windows.test::interval;
@@ -97,6 +107,10 @@ BEGIN
     END IF;
     _a := 0;
     LOOP
+      IF _k >= 10000 THEN
+        RAISE EXCEPTION 'more than 10000 walk-forward windows' USING ERRCODE = 'BT404',
+          HINT = 'a longer test window (each window is a grid search and a test run)';
+      END IF;
       train_from := CASE WHEN wf_windows.anchored THEN wf_windows.start_ts ELSE wf_windows.start_ts + _k * _tei END;
       train_until := wf_windows.start_ts + _tri + _k * _tei;
       test_from := train_until + _pui;

@@ -1,0 +1,12 @@
+"""pgtrade backtest: run, inspect, compare and report backtests (docs/backtesting.md)."""
+
+from __future__ import annotations
+
+import click
+
+from .cli import main as cli
+
+
+@cli.group()
+def backtest() -> None:
+    """Backtests: the live trading procedures replayed on history (docs/backtesting.md)."""
