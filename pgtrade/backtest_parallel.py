@@ -125,7 +125,11 @@ def grid(
         on_total(len(points))
     try:
         ids = run_calls(
-            url, "SELECT (backtest.grid_run(%s, %s)).id", [(parent, Jsonb(p)) for p in points], jobs=jobs, progress=progress
+            url,
+            "SELECT (backtest.grid_run(%s, %s)).id",
+            [(parent, Jsonb(p)) for p in points],
+            jobs=jobs,
+            progress=progress,
         )
     except BaseException as exc:
         _failed(url, parent, exc)

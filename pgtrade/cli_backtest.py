@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import click
-
-from .cli import main as cli
+from .cli import main
 
 
-@cli.group()
+@main.group()
 def backtest() -> None:
     """Backtests: the live trading procedures replayed on history (docs/backtesting.md)."""

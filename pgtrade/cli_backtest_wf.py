@@ -165,7 +165,8 @@ def grid_cmd(strategy, symbols, start, end, interval, param, grid, objective, jo
     console.print(table)
     console.print(
         f"{m.get('done', 0)} of {m.get('runs', 0)} runs done in {batch.seconds:.2f} s on {jobs} connection(s)"
-        f" = {rate:.2f} runs/s; best by {m.get('objective')}: run {m.get('best_run_id')} {json.dumps(m.get('best_params'))}"
+        f" = {rate:.2f} runs/s; best by {m.get('objective')}: run {m.get('best_run_id')}"
+        f" {json.dumps(m.get('best_params'))}"
     )
 
 
