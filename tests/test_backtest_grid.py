@@ -123,6 +123,16 @@ def test_a_grid_of_n_points_makes_n_isolated_runs_equal_to_the_runs_one_by_one(g
     assert m["best_run_id"] == best["id"] and m["best_params"] == _point(best)
 
 
+def test_a_point_that_fails_fails_alone(goog):
+    parent = _grid_sql(goog, grid={"fast": [5, "x"], "slow": [30]})
+    assert parent["status"] == "done"
+    m = parent["metrics"]
+    assert (m["runs"], m["done"], m["failed"], m["best_params"]) == (2, 1, 1, {"fast": 5, "slow": 30})
+    failed = [c for c in _children(goog, parent["id"]) if c["status"] == "failed"]
+    assert len(failed) == 1 and failed[0]["params"]["fast"] == "x"
+    assert failed[0]["error"] and failed[0]["account_id"] is None
+
+
 def test_parallel_grid_equals_the_sequential_grid(db_url):
     with psycopg.connect(db_url) as conn:
         ensure_sample(conn, "GOOG")

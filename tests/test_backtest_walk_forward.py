@@ -313,17 +313,41 @@ $$;
 """
 
 
-def test_ml_walk_forward_trains_on_each_train_window_only(goog):
+@pytest.fixture
+def ml_strategy(goog) -> str:
+    """ml_signal when registered, else the probe written to the same contract."""
     if goog.execute("SELECT EXISTS (SELECT FROM backtest.strategies WHERE name = 'ml_signal')").fetchone()[0]:
-        strategy = "ml_signal"
-    else:
-        goog.execute(PROBE)
-        fn = goog.execute("SELECT 'pg_temp.wf_model_probe(backtest.runs)'::regprocedure::text").fetchone()[0]
-        goog.execute(
-            "SELECT backtest.register_strategy('wf_model_probe', %s::regprocedure, 'test: trades a model', %s)",
-            (fn, json.dumps({"model_id": None})),
-        )
-        strategy = "wf_model_probe"
+        return "ml_signal"
+    goog.execute(PROBE)
+    fn = goog.execute("SELECT 'pg_temp.wf_model_probe(backtest.runs)'::regprocedure::text").fetchone()[0]
+    goog.execute(
+        "SELECT backtest.register_strategy('wf_model_probe', %s::regprocedure, 'test: trades a model', %s)",
+        (fn, json.dumps({"model_id": None})),
+    )
+    return "wf_model_probe"
+
+
+def _begin_state(conn, strategy: str, grid: str | None, ml: str | None, train: str = "504") -> str:
+    with pytest.raises(psycopg.Error) as exc:
+        with conn.transaction():
+            conn.execute(
+                "SELECT backtest.walk_forward(%s, %s, %s, %s, %s, '{}', %s, '126', '0', false, %s::jsonb, 'sharpe',"
+                " %s::jsonb)",
+                (strategy, [SYM], IV, START, END, train, grid, ml),
+            )
+    return exc.value.sqlstate
+
+
+def test_ml_settings_need_an_ml_strategy(ml_strategy, goog):
+    assert _begin_state(goog, "sma_crossover", None, '{"kind": "logreg"}') == "BT406"
+    assert _begin_state(goog, ml_strategy, '{"fast": [5]}', None) == "BT406"
+    assert _begin_state(goog, ml_strategy, None, '{"kind": "logreg", "C": 1}') == "BT406"
+    # a train window too short to fit a model: ml.train's failure, with its reason, stops the walk-forward
+    assert _begin_state(goog, ml_strategy, None, '{"kind": "logreg"}', train="3") == "BT408"
+
+
+def test_ml_walk_forward_trains_on_each_train_window_only(ml_strategy, goog):
+    strategy = ml_strategy
     cur = goog.cursor(row_factory=dict_row)
     wf = cur.execute(
         "SELECT * FROM backtest.walk_forward(%s, %s, %s, %s, %s, %s::jsonb, '504', '252', '5', false, NULL, 'sharpe',"

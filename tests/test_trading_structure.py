@@ -73,6 +73,7 @@ INTERNAL = {
     "backtest_fast",
     "backtest_snapshots",
     "backtest_fingerprint",
+    "backtest_parent",  # the parent run of a grid or walk-forward (db/procedures/backtest_grid.sql)
 }
 
 
