@@ -7,6 +7,7 @@ backtest_walk_forward.sql); pgtrade/backtest_parallel.py runs the independent ca
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 
 import click
 from psycopg.rows import dict_row
@@ -54,6 +55,11 @@ def _symbols(value: str) -> list[str]:
     if not syms:
         raise click.BadParameter("give one symbol or several, comma-separated")
     return syms
+
+
+def _plain(row: dict) -> dict:
+    """A row for --json: numeric columns as JSON numbers (the metrics already are), not strings."""
+    return {k: float(v) if isinstance(v, Decimal) else v for k, v in row.items()}
 
 
 def _pct(v) -> str:
@@ -244,8 +250,8 @@ def walk_forward_cmd(
                 "metrics": m,
                 "jobs": jobs,
                 "seconds": round(batch.seconds, 3),
-                "windows": windows,
-                "equity": [{"ts": e["ts"], "window": e["n"], "total_value": e["total_value"]} for e in equity],
+                "windows": [_plain(w) for w in windows],
+                "equity": [{"ts": e["ts"], "window": e["n"], "total_value": float(e["total_value"])} for e in equity],
             }
         )
         return

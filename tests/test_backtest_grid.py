@@ -168,3 +168,29 @@ def test_parallel_grid_equals_the_sequential_grid(db_url):
         assert best == {k: v for k, v in seq["metrics"].items() if k != "best_run_id"}
         assert par["metrics"]["best_params"] == seq["metrics"]["best_params"]
         conn.rollback()
+
+
+def test_cli_grid(monkeypatch, db_url):
+    from click.testing import CliRunner
+
+    from pgtrade.cli import main
+
+    monkeypatch.setenv("PGTRADE_DATABASE_URL", db_url)
+    with psycopg.connect(db_url) as conn:
+        ensure_sample(conn, "GOOG")
+    args = ["backtest", "grid", "--strategy", "sma_crossover", "--symbols", "goog", "--start", RANGE[2]]
+    args += ["--end", RANGE[3], "--grid", "fast=5,10", "--grid", "slow=30", "--param", "cash=10000"]
+    args += ["--objective", "total_return", "--jobs", "2"]
+    r = CliRunner().invoke(main, [*args, "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out["status"] == "done" and out["jobs"] == 2 and out["runs_per_second"] > 0
+    assert [x["point"] for x in out["runs"]] == [{"fast": 5, "slow": 30}, {"fast": 10, "slow": 30}]
+    best = max(out["runs"], key=lambda x: x["metrics"]["total_return"])
+    assert out["metrics"]["best_run_id"] == best["id"] and out["metrics"]["best_params"] == best["point"]
+    table = CliRunner().invoke(main, args)
+    assert table.exit_code == 0 and "2 of 2 runs done" in table.output and "runs/s" in table.output
+    bad = CliRunner().invoke(main, [*args, "--param", "cash"])
+    assert bad.exit_code == 1 and "--param expects KEY=VALUE" in bad.output and "Traceback" not in bad.output
+    unknown = CliRunner().invoke(main, [*args, "--grid", "fats=1,2"])
+    assert unknown.exit_code == 1 and "BT004" in unknown.output

@@ -374,3 +374,38 @@ def test_ml_walk_forward_trains_on_each_train_window_only(ml_strategy, goog):
         assert t["status"] == "done"
     assert len(models) == len(ws)  # a new model per window
     assert wf["metrics"]["final_equity"] == float(ws[-1]["end_equity"])
+
+
+def test_cli_walk_forward(monkeypatch, db_url):
+    from click.testing import CliRunner
+
+    from pgtrade.cli import main
+
+    monkeypatch.setenv("PGTRADE_DATABASE_URL", db_url)
+    with psycopg.connect(db_url) as conn:
+        ensure_sample(conn, SYM)
+        n_windows = len(_windows(conn, "252", "126", "5", True))
+    args = ["backtest", "walk-forward", "--strategy", "sma_crossover", "--symbols", SYM, "--start", START, "--end", END]
+    args += [
+        "--train",
+        "252",
+        "--test",
+        "126",
+        "--purge",
+        "5",
+        "--anchored",
+        "--grid",
+        "fast=5,10",
+        "--grid",
+        "slow=20",
+    ]
+    args += ["--param", "cash=10000", "--objective", "total_return", "--jobs", "2"]
+    r = CliRunner().invoke(main, [*args, "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out["status"] == "done" and len(out["windows"]) == n_windows
+    assert out["equity"][-1]["total_value"] == out["metrics"]["final_equity"] == out["windows"][-1]["end_equity"]
+    table = CliRunner().invoke(main, args)
+    assert table.exit_code == 0 and "stitched out-of-sample: 10000.00 ->" in table.output
+    bad = CliRunner().invoke(main, [*args[:-2], "--train", "2 years", "--jobs", "1"])
+    assert bad.exit_code == 1 and "BT404" in bad.output and "Traceback" not in bad.output
