@@ -73,6 +73,11 @@ INTERNAL = {
     "backtest_fast",
     "backtest_snapshots",
     "backtest_fingerprint",
+    # reproducibility (issue 13): bar reads as of a data version, the data digest, the fingerprint's steps
+    "bars_query",
+    "bars_digest",
+    "backtest_data_version",
+    "backtest_fingerprint_warmup",
 }
 
 
