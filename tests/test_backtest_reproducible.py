@@ -25,11 +25,12 @@ def goog(db):
 def rerun(conn: psycopg.Connection, run_id: int) -> dict:
     cur = conn.cursor(row_factory=dict_row)
     r = cur.execute(
-        "SELECT (x.run).id AS run_id, x.identical, x.same_data, x.same_fills, x.same_metrics, x.same_code,"
-        " x.same_schema, x.notes FROM backtest.rerun(%s) x",
+        "SELECT x.rerun_id AS run_id, x.original_id, x.status, x.identical, x.same_data, x.same_fills,"
+        " x.same_metrics, x.same_code, x.same_schema, x.notes FROM backtest.rerun(%s) x",
         (run_id,),
     ).fetchone()
     r["run"] = cur.execute("SELECT * FROM backtest.runs WHERE id = %s", (r["run_id"],)).fetchone()
+    assert (r["original_id"], r["status"]) == (run_id, r["run"]["status"])
     return r
 
 

@@ -47,7 +47,7 @@ def current(db, symbol: str, interval: str = "1d") -> list[tuple]:
     ).fetchall()
 
 
-def as_of(db, symbols: list[str], version: int, start=START - 30 * D, end=START + 60 * D) -> list[tuple]:
+def as_of(db, symbols: list[str], version: int | None, start=START - 30 * D, end=START + 60 * D) -> list[tuple]:
     return db.execute(
         "SELECT symbol, ts, open, high, low, close, volume FROM market.bars_as_of(%s, '1d', %s, %s, %s)"
         " ORDER BY symbol, ts",
@@ -152,6 +152,7 @@ def test_reads_as_of_a_version_see_the_bars_as_they_were(db):
     assert [r[1:] for r in at_v1 if r[0] == "RVS" and r[1] == START + D] == [(START + D, 90, 95, 85, 91, 1000000)]
     now = version(db)
     assert as_of(db, ["RVS", "RVT"], now) == [(s, *r) for s in ("RVS", "RVT") for r in current(db, s)]
+    assert as_of(db, ["RVS", "RVT"], None) == as_of(db, ["RVS", "RVT"], now)
     # a sub-range: only its bars, as of the version
     assert as_of(db, ["RVS"], v0, START + D, START + 3 * D) == [
         r for r in at_v0 if r[0] == "RVS" and START + D <= r[1] < START + 3 * D
@@ -189,20 +190,21 @@ def test_warmup_bars_as_of_a_version(db):
     assert read(v0, 0) == before[3:]
 
 
-def test_the_plain_read_is_used_unless_a_revision_after_the_version_touches_the_series(db):
+def test_a_version_differs_from_the_current_bars_only_where_a_revision_after_it_touches_the_series(db):
     series(db, "RVP", [0, 1, 2])
     series(db, "RVQ", [0, 1, 2])
     v0 = version(db)
 
-    def query(symbols, v, end=START + 10 * D):
-        return db.execute("SELECT internal.bars_query(%s, '1d', %s, %s, 0, %s)", (symbols, START, end, v)).fetchone()[0]
+    def revised(symbols, v, end=START + 10 * D):
+        return db.execute("SELECT market.revised_since(%s, '1d', %s, %s)", (symbols, end, v)).fetchone()[0]
 
-    assert "bar_revisions" not in query(["RVP"], v0)
+    assert not revised(["RVP"], v0)
     upsert(db, "RVQ", [(START + D, 90, 95, 85, 91)])
-    assert "bar_revisions" not in query(["RVP"], v0)  # another series
-    assert "bar_revisions" not in query(["RVQ"], v0, START + D)  # the revision lies after the range
-    assert "bar_revisions" in query(["RVP", "RVQ"], v0)
-    assert "bar_revisions" not in query(["RVQ"], version(db))
+    assert not revised(["RVP"], v0)  # another series
+    assert not revised(["RVQ"], v0, START + D)  # the revision lies after the range
+    assert revised(["RVP", "RVQ"], v0)
+    assert not revised(["RVQ"], version(db))
+    assert not revised(["RVQ"], None)
 
 
 def test_retention_drops_bars_without_revisions(db):

@@ -73,9 +73,7 @@ INTERNAL = {
     "backtest_fast",
     "backtest_snapshots",
     "backtest_fingerprint",
-    # reproducibility (issue 13): bar reads as of a data version, the data digest, the fingerprint's steps
-    "bars_query",
-    "bars_digest",
+    # reproducibility (issue 13): the fingerprint's steps (db/procedures/backtest_fingerprint.sql)
     "backtest_data_version",
     "backtest_fingerprint_warmup",
 }

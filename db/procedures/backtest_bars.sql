@@ -4,12 +4,11 @@
 -- before start_ts (indicators need history; decisions are only taken inside the range). Every strategy and the
 -- engine read bars through this function only, so a run sees one set of bars.
 -- As of the run's data version (backtest.runs.data_version, set by internal.backtest_fingerprint): when closed bars
--- of its series were corrected, deleted or backfilled after it (market.bar_revisions), the run reads them as they
--- were, so a run (and backtest.rerun of it) sees the same bars whatever was revised since. Otherwise (the common
--- case: no revision after the version) the current bars, by the same query as before versions existed.
--- Dynamic SQL with the times and symbols as literals (internal.bars_query), as market.price_at does: TimescaleDB
--- then excludes chunks while planning (a generic plan of the same query started up every chunk of the hypertable:
--- 1.8 s for GOOG).
+-- of its series were corrected, deleted or backfilled after it (market.revised_since), the run reads them as they
+-- were (market.bars_as_of), so a run, and backtest.rerun of it, sees the same bars whatever was revised since.
+-- Otherwise (the common case) the current bars, by the same queries as before versions existed.
+-- Dynamic SQL with the times and symbols as literals, as market.price_at does: TimescaleDB then excludes chunks
+-- while planning (a generic plan of the same query started up every chunk of the hypertable: 1.8 s for GOOG).
 -- The largest warmup asked for is noted for the run (transaction-local setting pgtrade.backtest_warmup,
 -- 'run_id:bars'): internal.backtest_fingerprint_warmup adds those bars to the run's data hash.
 CREATE OR REPLACE FUNCTION backtest.bars(run backtest.runs, warmup integer DEFAULT 0)
@@ -26,8 +25,29 @@ BEGIN
       PERFORM set_config('pgtrade.backtest_warmup', format('%s:%s', bars.run.id, bars.warmup), true);
     END IF;
   END IF;
-  RETURN QUERY EXECUTE internal.bars_query(bars.run.symbols, bars.run.interval, bars.run.start_ts, bars.run.end_ts,
-                                           bars.warmup, bars.run.data_version);
+  IF market.revised_since(bars.run.symbols, bars.run.interval, bars.run.end_ts, bars.run.data_version) THEN
+    RETURN QUERY SELECT * FROM market.bars_as_of(bars.run.symbols, bars.run.interval, bars.run.start_ts,
+                                                 bars.run.end_ts, bars.run.data_version, bars.warmup);
+    RETURN;
+  END IF;
+  IF coalesce(bars.warmup, 0) > 0 THEN
+    RETURN QUERY EXECUTE format($q$
+      SELECT x.symbol, x.interval, x.ts, x.open, x.high, x.low, x.close, x.volume
+      FROM unnest(%1$L::text[]) s(symbol)
+      CROSS JOIN LATERAL (
+        SELECT b.symbol, b.interval, b.ts, b.open, b.high, b.low, b.close, b.volume
+        FROM market.bars b
+        WHERE b.symbol = s.symbol AND b.interval = %2$L AND b.ts < %3$L::timestamptz
+        ORDER BY b.ts DESC
+        LIMIT %5$s) x $q$,
+      bars.run.symbols, bars.run.interval, bars.run.start_ts, bars.run.end_ts, bars.warmup);
+  END IF;
+  RETURN QUERY EXECUTE format($q$
+    SELECT b.symbol, b.interval, b.ts, b.open, b.high, b.low, b.close, b.volume
+    FROM market.bars b
+    WHERE b.symbol = ANY (%1$L::text[]) AND b.interval = %2$L
+      AND b.ts >= %3$L::timestamptz AND b.ts < %4$L::timestamptz $q$,
+    bars.run.symbols, bars.run.interval, bars.run.start_ts, bars.run.end_ts);
 END
 $$;
 COMMENT ON FUNCTION backtest.bars IS

@@ -4,8 +4,8 @@
 -- a comparison with the original: the data hash, every fill, the metrics and the counts. A different code hash
 -- or schema version is said in the notes: different code may give different results.
 CREATE OR REPLACE FUNCTION backtest.rerun(run_id bigint)
-RETURNS TABLE (run backtest.runs, identical boolean, same_data boolean, same_fills boolean, same_metrics boolean,
-               same_code boolean, same_schema boolean, notes text[])
+RETURNS TABLE (rerun_id bigint, original_id bigint, status text, identical boolean, same_data boolean,
+               same_fills boolean, same_metrics boolean, same_code boolean, same_schema boolean, notes text[])
 LANGUAGE plpgsql
 AS $$
 DECLARE
@@ -30,7 +30,9 @@ BEGIN
                      _o.owner_account_id);
   PERFORM set_config('pgtrade.backtest_as_of', '', true);
 
-  run := _r;
+  rerun_id := _r.id;
+  original_id := _o.id;
+  status := _r.status;
   IF _o.data_version IS NULL THEN
     _notes := _notes || 'the original run has no data version: re-run on the current bars'::text;
   END IF;
@@ -79,4 +81,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION backtest.rerun IS
-  'Re-run a stored run as of its data version: a new run (purpose rerun, parent_id = the original) with the same strategy, symbols, range, parameters and mode on the bars as the original read them. Returns the new run and whether it reproduced the original (data hash, fills, metrics, counts), whether code and schema version are the same, and notes on any difference. BT061 unknown run, BT062 a run that did not finish.';
+  'Re-run a stored run as of its data version: a new run (purpose rerun, parent_id = the original) with the same strategy, symbols, range, parameters and mode on the bars as the original read them. Returns the new run''s id and status and whether it reproduced the original (data hash, fills, metrics, counts), whether code and schema version are the same, and notes on any difference. BT061 unknown run, BT062 a run that did not finish.';
