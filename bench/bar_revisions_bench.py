@@ -10,7 +10,9 @@ ten bars, one per symbol, with a simulated feed clock, pgtrade.feed_now, 30 s in
             no revision, but the insert trigger looks at every row); each round and phase appends to other series.
 Each workload runs without the revision triggers (dropped: "before") and with them (re-created from the file:
 "after"), alternating --rounds times; the figure is the median time per batch (per load for append) over the
-rounds' batches, client-side wall time including the commit.
+rounds' batches, client-side wall time including the commit. Beside it, the time spent inside the revision
+trigger functions themselves (pg_stat_user_functions with track_functions = pl: total_time over calls), which
+the noise of the rest of the ingest transaction (the ML and trading steps on the same bars) does not blur.
 
     python bench/bar_revisions_bench.py [--n 200] [--rounds 3] [--bulk 10000] [--json out.json] [--keep]
 """
@@ -52,6 +54,23 @@ def set_triggers(conn: psycopg.Connection, on: bool) -> None:
     conn.commit()
 
 
+def trigger_ms(conn: psycopg.Connection) -> dict[str, tuple[int, float]]:
+    """Calls and total milliseconds so far of each revision trigger function (this database)."""
+    conn.execute("SELECT pg_stat_force_next_flush()")
+    conn.commit()
+    return {
+        r[0]: (r[1], r[2])
+        for r in conn.execute(
+            "SELECT funcname, calls, total_time FROM pg_stat_user_functions"
+            " WHERE schemaname = 'market' AND funcname LIKE 'tg_bars__record_revisions%'"
+        ).fetchall()
+    }
+
+
+def spent(a: dict, b: dict) -> float:
+    return sum(b[k][1] - a.get(k, (0, 0.0))[1] for k in b)
+
+
 def timed_batches(conn: psycopg.Connection, batches: list[list[Bar]]) -> list[float]:
     out = []
     for b in batches:
@@ -71,7 +90,10 @@ def main() -> int:
     args = ap.parse_args()
     times: dict[str, dict[str, list[float]]] = {w: {"before": [], "after": []} for w in ("forming", "closed", "append")}
     revisions: dict[str, int] = {}
+    inside: dict[str, list[float]] = {"forming": [], "closed": [], "append": []}
     with scratch_database(BENCH_DB, keep=args.keep) as url, psycopg.connect(url) as conn:
+        conn.execute("SET track_functions = 'pl'")
+        conn.commit()
         history = [
             bar(s, T0 - timedelta(minutes=HISTORY - i), Decimal(100) + Decimal(i) / 100)
             for s in SYMBOLS
@@ -91,11 +113,13 @@ def main() -> int:
             for phase in ("before", "after"):
                 set_triggers(conn, phase == "after")
                 n0 = conn.execute("SELECT count(*) FROM market.bar_revisions").fetchone()[0]
+                s0 = trigger_ms(conn)
                 forming = [
                     [bar(s, T0, Decimal(100) + Decimal(step + k) / 1000) for s in SYMBOLS] for k in range(args.n)
                 ]
                 times["forming"][phase] += timed_batches(conn, forming)
                 n1 = conn.execute("SELECT count(*) FROM market.bar_revisions").fetchone()[0]
+                s1 = trigger_ms(conn)
                 closed = [
                     [
                         bar(s, T0 - timedelta(minutes=1 + k % (HISTORY - 1)), Decimal(90) + Decimal(step + k) / 1000)
@@ -105,6 +129,7 @@ def main() -> int:
                 ]
                 times["closed"][phase] += timed_batches(conn, closed)
                 n2 = conn.execute("SELECT count(*) FROM market.bar_revisions").fetchone()[0]
+                s2 = trigger_ms(conn)
                 # newer history appended above series of this round and phase's own
                 load = [
                     bar(s, T0 + timedelta(minutes=i), Decimal(100) + Decimal(i % 500) / 100)
@@ -115,6 +140,11 @@ def main() -> int:
                 ingest_batch(conn, load, source="bench:revisions", feed_now=None)
                 times["append"][phase].append((time.perf_counter() - t) * 1000)
                 n3 = conn.execute("SELECT count(*) FROM market.bar_revisions").fetchone()[0]
+                s3 = trigger_ms(conn)
+                if phase == "after":
+                    inside["forming"].append(spent(s0, s1) / args.n)
+                    inside["closed"].append(spent(s1, s2) / args.n)
+                    inside["append"].append(spent(s2, s3))
                 revisions[f"round {rnd} {phase}"] = {"forming": n1 - n0, "closed": n2 - n1, "append": n3 - n2}
                 step += args.n
         set_triggers(conn, True)
@@ -125,8 +155,9 @@ def main() -> int:
         }
         for w, d in times.items()
     }
-    for d in summary.values():
+    for w, d in summary.items():
         d["overhead_ms"] = round(d["after"]["median_ms"] - d["before"]["median_ms"], 2)
+        d["in_trigger_ms"] = round(statistics.median(inside[w]), 3)
     out = {
         "machine": machine(),
         "config": {"n": args.n, "rounds": args.rounds, "symbols": len(SYMBOLS), "bulk": args.bulk},
@@ -140,6 +171,7 @@ def main() -> int:
         print(
             f"{w:8s} per {per:17s} before {d['before']['median_ms']:8.2f} ms  after {d['after']['median_ms']:8.2f} ms"
             f"  (p90 {d['before']['p90_ms']:.2f} / {d['after']['p90_ms']:.2f})  overhead {d['overhead_ms']:+.2f} ms"
+            f"  inside the trigger functions {d['in_trigger_ms']:.3f} ms"
         )
     print("revisions written:", json.dumps(revisions))
     return 0

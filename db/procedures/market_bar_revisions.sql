@@ -46,15 +46,18 @@ COMMENT ON FUNCTION market.data_version IS
 
 -- Whether revisions after `version` exist for these series before end_ts: then a read as of `version` differs
 -- from the current bars (one probe of the index on (symbol, interval, id); NULL version: false).
+-- PL/pgSQL, not SQL: a SQL function that reads a table is not inlined and plans its query on every call.
 CREATE OR REPLACE FUNCTION market.revised_since(symbols text[], "interval" text, end_ts timestamptz, version bigint)
 RETURNS boolean
-LANGUAGE sql STABLE PARALLEL SAFE
+LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
-  SELECT revised_since.version IS NOT NULL AND EXISTS (
+BEGIN
+  RETURN revised_since.version IS NOT NULL AND EXISTS (
     SELECT 1 FROM market.bar_revisions r
     WHERE r.symbol = ANY (revised_since.symbols) AND r."interval" = revised_since."interval"
-      AND r.id > revised_since.version AND r.ts < revised_since.end_ts)
+      AND r.id > revised_since.version AND r.ts < revised_since.end_ts);
+END
 $$;
 COMMENT ON FUNCTION market.revised_since IS
   'Whether a bar of these series before end_ts was revised after data version `version` (so the bars as of it differ from the current ones).';
