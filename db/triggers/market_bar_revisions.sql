@@ -16,11 +16,11 @@
 -- UPDATE: statement-level with both transition tables (one pass per statement, as the other triggers on bars).
 -- The live feed's forming-bar update is the hot path: one look at the statement's old rows (none is closed) and
 -- nothing else. Measured (the function's self time in pg_stat_user_functions, 2,000 single-bar updates, three
--- runs): 32-41 us per statement, beside 70-110 us for the validation trigger and 57-95 us for the ML one; calling
--- ml.feed_now() (a function with its own search_path, so never inlined) instead of the clock rule it wraps,
--- trading.account_clock, cost ~20 us more. A key moved by an UPDATE is recorded when the bar it moved from
--- was closed (as the delete of it there, and an insert where it lands at or below the closed horizon); moving a
--- forming bar is not.
+-- runs): 32-41 us per statement, beside 70-110 us for the validation trigger and 57-95 us for the ML one. The
+-- feed's clock is taken from the clock rule ml.feed_now() wraps, trading.account_clock (a SQL function that can be
+-- inlined; ml.feed_now() pins its search_path and cannot). A key moved by an UPDATE is recorded when the bar it
+-- moved from was closed (as the delete of it there, and an insert where it lands at or below the closed horizon);
+-- moving a forming bar is not.
 CREATE OR REPLACE FUNCTION market.tg_bars__record_revisions_on_update()
 RETURNS trigger
 LANGUAGE plpgsql
