@@ -30,7 +30,6 @@ BENCHMARK = "buy_and_hold"
 TRADE_COLUMNS = {
     "backtest.trades": ("n", "symbol", "direction", "qty", "entry_ts", "entry_price", "exit_ts", "exit_price",
                         "net_pnl", "return_pct", "bars_held"),
-    "trading.fills": ("fill_id", "symbol", "side", "qty", "price", "commission", "realized_pnl", "ts"),
 }  # fmt: skip
 #: the ids of the chart containers, in page order (tests/test_backtest_report.py checks each rendered)
 CHART_IDS = ("chart-equity", "chart-drawdown", "chart-trades", "chart-monthly")
@@ -47,29 +46,13 @@ def fetch_run(conn: psycopg.Connection, run_id: int) -> dict:
 
 
 def trade_list(conn: psycopg.Connection, run: dict) -> tuple[str, list[dict]]:
-    """The run's trades and where they come from: the round trips of backtest.trades when that table exists, else
-    the fills of the run's account (trading.fills), one row per fill. Nothing is derived here."""
-    cur = conn.cursor(row_factory=dict_row)
-    if cur.execute("SELECT to_regclass('backtest.trades') IS NOT NULL AS t").fetchone()["t"]:
-        cols = {
-            r["attname"]
-            for r in cur.execute(
-                "SELECT attname FROM pg_attribute WHERE attrelid = 'backtest.trades'::regclass AND attnum > 0"
-                " AND NOT attisdropped"
-            )
-        }
-        order = ", ".join(c for c in ("n", "entry_ts", "symbol") if c in cols) or "1"
-        rows = cur.execute(f"SELECT * FROM backtest.trades WHERE run_id = %s ORDER BY {order}", (run["id"],)).fetchall()
-        return "backtest.trades", rows
-    if run["account_id"] is None:
-        return "trading.fills", []
-    rows = cur.execute(
-        """SELECT f.id AS fill_id, f.symbol, f.side, f.qty, f.price, f.ref_price, f.commission, f.slippage,
-                  f.realized_pnl, f.ts
-           FROM trading.fills f WHERE f.account_id = %s ORDER BY f.id""",
-        (run["account_id"],),
-    ).fetchall()
-    return "trading.fills", rows
+    """The run's round-trip trades (backtest.trades) and their source's name."""
+    rows = (
+        conn.cursor(row_factory=dict_row)
+        .execute("SELECT * FROM backtest.trades WHERE run_id = %s ORDER BY n", (run["id"],))
+        .fetchall()
+    )
+    return "backtest.trades", rows
 
 
 def metric_keys(metrics: list[dict | None]) -> list[str]:
@@ -234,11 +217,6 @@ def _markers(source: str, rows: list[dict]):
     """(label, x, y, marker) groups for the trades of one symbol."""
     up = {"symbol": "triangle-up", "size": 10, "color": "#2ca02c", "line": {"width": 1, "color": "#000"}}
     down = {"symbol": "triangle-down", "size": 10, "color": "#d62728", "line": {"width": 1, "color": "#000"}}
-    if source == "trading.fills":
-        for side, marker in (("buy", up), ("sell", down)):
-            sel = [r for r in rows if r["side"] == side]
-            yield side, [r["ts"] for r in sel], [float(r["price"]) for r in sel], marker
-        return
     longs = [r for r in rows if str(r.get("direction", "long")).lower() in ("long", "1", "buy")]
     shorts = [r for r in rows if r not in longs]
     yield "long entry", [r["entry_ts"] for r in longs], [float(r["entry_price"]) for r in longs], up

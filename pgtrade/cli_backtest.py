@@ -100,7 +100,7 @@ def _plain(v):
 
 
 def _run_json(conn, run: dict) -> dict:
-    """The run, its metrics and its trade list (source: backtest.trades when it exists, else the fills)."""
+    """The run, its metrics and its trade list (backtest.trades)."""
     source, trades = _rep().trade_list(conn, run)
     return _plain({"run": run, "metrics": run["metrics"], "trades_source": source, "trades": trades})
 
@@ -252,6 +252,30 @@ def bt_show(run_id, as_json) -> None:
             p.add_row(k, _cell(run[k]))
         console.print(p)
         _print_run(conn, run, trades=True)
+
+
+@backtest.command("rerun")
+@click.argument("run_id", type=int)
+@_JSON
+@user_errors
+def bt_rerun(run_id, as_json) -> None:
+    """Re-run a stored run on the bars as they were when it ran (backtest.rerun) and say whether it agrees.
+    Exit status 1 when the rerun failed or differs from the original."""
+    with connect() as conn, conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute("SELECT * FROM backtest.rerun(%s)", (run_id,)).fetchone()
+        conn.commit()
+    if as_json:
+        emit_json(_plain(row))
+    else:
+        verdict = "identical to" if row["identical"] else "DIFFERENT from"
+        console.print(f"rerun {row['rerun_id']} of run {row['original_id']}: {row['status']}, {verdict} the original",
+                      highlight=False)  # fmt: skip
+        for key in ("same_data", "same_fills", "same_metrics", "same_code", "same_schema"):
+            console.print(f"  {key}: {row[key]}", highlight=False)
+        for note in row["notes"] or []:
+            console.print(f"  note: {note}", highlight=False, soft_wrap=True)
+    if not row["identical"]:
+        sys.exit(1)
 
 
 @backtest.command("compare")

@@ -72,12 +72,8 @@ def test_a_trader_runs_a_backtest_owned_by_its_account_with_the_engines_result(d
     assert float(eq.rows[-1]["total_value"]) == got["metrics"]["final_equity"]
     tr = request(db, "trader", "SELECT * FROM api.backtest_trades WHERE run_id = %s", (got["id"],),
                  account_claim=names["alice"])  # fmt: skip
-    if db.execute("SELECT to_regclass('backtest.trades')").fetchone()[0]:
-        n = db.execute("SELECT count(*) FROM backtest.trades WHERE run_id = %s", (got["id"],)).fetchone()[0]
-        assert len(tr.rows) == n and n > 0
-    else:  # until backtest.trades exists: the run's fills
-        assert len(tr.rows) == got["fills"] == 93
-        assert {t["side"] for t in tr.rows} == {"buy", "sell"}
+    n = db.execute("SELECT count(*) FROM backtest.trades WHERE run_id = %s", (got["id"],)).fetchone()[0]
+    assert len(tr.rows) == n and n > 0
 
 
 def test_a_trader_cannot_read_another_traders_runs(db, world):
