@@ -215,6 +215,8 @@ DECLARE
   _st record;
   _oid bigint;
   _fid bigint;
+  _order_seq regclass := pg_catalog.pg_get_serial_sequence('trading.orders', 'id')::regclass;
+  _fill_seq regclass := pg_catalog.pg_get_serial_sequence('trading.fills', 'id')::regclass;
   -- what is written at the end, one element per order (o_), fill (same index), ledger row (l_)
   o_id bigint[] := ARRAY[]::bigint[]; o_sym text[] := ARRAY[]::text[]; o_side text[] := ARRAY[]::text[]; o_qty numeric[] := ARRAY[]::numeric[];
   o_price numeric[] := ARRAY[]::numeric[]; o_ref numeric[] := ARRAY[]::numeric[]; o_ts timestamptz[] := ARRAY[]::timestamptz[]; o_comm numeric[] := ARRAY[]::numeric[];
@@ -232,13 +234,16 @@ BEGIN
   FOR _d IN
     WITH dec AS (
       SELECT d.* FROM backtest.decisions d WHERE d.run_id = backtest_fast.run.id AND d.exec_ts IS NOT NULL
-    ), rb AS (
-      SELECT b.symbol, b.ts, b.open, b.close, b.ts + iv.step AS close_ts
+    ), rb AS MATERIALIZED (  -- with the symbol's previous bar: its close is the latest close at this bar's open
+      SELECT b.symbol, b.ts, b.open, b.close, b.ts + iv.step AS close_ts,
+             lag(b.close) OVER w AS prev_close, lag(b.ts + iv.step) OVER w AS prev_close_ts
       FROM backtest.bars(backtest_fast.run) b JOIN market.intervals iv ON iv.code = b.interval
+      WINDOW w AS (PARTITION BY b.symbol ORDER BY b.ts)
     ), ex AS (
-      SELECT DISTINCT dec.exec_ts FROM dec
-    ), tl AS (  -- per symbol: bar closes and execution times in one timeline; a close at exec_ts counts
-      SELECT rb.symbol, rb.close_ts AS t, 0 AS k, rb.close FROM rb
+      SELECT DISTINCT dec.exec_ts FROM dec WHERE _n > 1
+    ), tl AS (  -- several symbols: per symbol, bar closes and execution times in one timeline; a close at exec_ts
+                -- counts (one symbol: its previous bar's close, above)
+      SELECT rb.symbol, rb.close_ts AS t, 0 AS k, rb.close FROM rb WHERE _n > 1
       UNION ALL
       SELECT s.symbol, ex.exec_ts, 1, NULL FROM ex CROSS JOIN unnest(backtest_fast.run.symbols) s(symbol)
     ), g AS (
@@ -254,11 +259,13 @@ BEGIN
       GROUP BY m.t
     )
     SELECT dec.symbol, dec.ts, dec.target, dec.prev_target, dec.exec_ts, dec.seq, rb.open,
-           array_position(backtest_fast.run.symbols, dec.symbol) AS i, marks.marks, marks.mark_ats,
+           array_position(backtest_fast.run.symbols, dec.symbol) AS i,
+           CASE WHEN _n = 1 THEN ARRAY[rb.prev_close] ELSE marks.marks END AS marks,
+           CASE WHEN _n = 1 THEN ARRAY[rb.prev_close_ts] ELSE marks.mark_ats END AS mark_ats,
            lag(dec.exec_ts) OVER (ORDER BY dec.seq) AS prev_exec
     FROM dec
     JOIN rb ON rb.symbol = dec.symbol AND rb.ts = dec.exec_ts
-    JOIN marks ON marks.exec_ts = dec.exec_ts
+    LEFT JOIN marks ON marks.exec_ts = dec.exec_ts
     ORDER BY dec.seq
   LOOP
     _i := _d.i;
@@ -321,8 +328,8 @@ BEGIN
     _mark_at[_i] := _d.exec_ts;
     _updated[_i] := _d.exec_ts;
     _closed[_i] := CASE WHEN _st.new_qty = 0 THEN _d.exec_ts END;
-    _oid := nextval(pg_catalog.pg_get_serial_sequence('trading.orders', 'id'));
-    _fid := nextval(pg_catalog.pg_get_serial_sequence('trading.fills', 'id'));
+    _oid := nextval(_order_seq);
+    _fid := nextval(_fill_seq);
     o_id := o_id || _oid; o_fid := o_fid || _fid; o_sym := o_sym || _d.symbol; o_side := o_side || _side;
     o_qty := o_qty || abs(_q); o_price := o_price || _est; o_ref := o_ref || _d.open; o_ts := o_ts || _d.exec_ts;
     o_comm := o_comm || _c; o_real := o_real || _st.realized; o_pq := o_pq || _st.new_qty;
@@ -397,50 +404,46 @@ SET search_path = pg_catalog, pg_temp
 SET enable_nestloop = off  -- the windowed timelines are estimated at a few rows; a nested loop over them is quadratic
 AS $$
 DECLARE
-  _n integer;
+  _n integer := cardinality(backtest_snapshots.run.symbols);
 BEGIN
-  WITH rb AS (
-    SELECT b.symbol, b.ts + iv.step AS close_ts, b.close
+  WITH rb AS MATERIALIZED (  -- symbols by their number in the run (integer keys sort faster than text)
+    SELECT array_position(backtest_snapshots.run.symbols, b.symbol) AS sn, b.ts + iv.step AS t, b.close
     FROM backtest.bars(backtest_snapshots.run) b JOIN market.intervals iv ON iv.code = b.interval
-  ), g AS (
-    SELECT DISTINCT rb.close_ts AS t FROM rb
-  ), tl AS (  -- per symbol: every snapshot time (k 0), its bar closes (k 0, with the close), its fills (k 1)
-    SELECT s.symbol, g.t, 0 AS k, 0::bigint AS id, rb.close, NULL::numeric AS qty, NULL::numeric AS basis,
-           NULL::numeric AS realized
-    FROM g CROSS JOIN unnest(backtest_snapshots.run.symbols) s(symbol)
-    LEFT JOIN rb ON rb.symbol = s.symbol AND rb.close_ts = g.t
+  ), g AS (  -- the snapshot times (one symbol: its bars' close times)
+    SELECT DISTINCT rb.t FROM rb WHERE _n > 1
+  ), tl AS (  -- per symbol: its bar closes and the snapshot times it has no bar at (k 0), its fills (k 1)
+    SELECT rb.sn, rb.t, 0 AS k, rb.t AS bar_t, rb.close, NULL::bigint AS ph_id FROM rb
     UNION ALL
-    SELECT ph.symbol, ph.ts, 1, ph.id, NULL, ph.qty, ph.cost_basis, ph.realized_pnl
+    SELECT s.n, g.t, 0, NULL, NULL, NULL
+    FROM g CROSS JOIN generate_series(1, _n) s(n)
+    WHERE NOT EXISTS (SELECT FROM rb WHERE rb.sn = s.n AND rb.t = g.t)
+    UNION ALL
+    SELECT array_position(backtest_snapshots.run.symbols, ph.symbol), ph.ts, 1, NULL, NULL, ph.id
     FROM trading.position_history ph WHERE ph.account_id = backtest_snapshots.run.account_id
-  ), grp AS (
-    SELECT tl.*, count(tl.close) OVER w AS gc, count(tl.qty) OVER w AS gq
-    FROM tl WINDOW w AS (PARTITION BY tl.symbol ORDER BY tl.t, tl.k, tl.id)
-  ), carried AS (
-    SELECT grp.symbol, grp.t, grp.k,
-           first_value(grp.close) OVER (PARTITION BY grp.symbol, grp.gc ORDER BY grp.t, grp.k, grp.id) AS mark,
-           first_value(grp.qty) OVER (PARTITION BY grp.symbol, grp.gq ORDER BY grp.t, grp.k, grp.id) AS qty,
-           first_value(grp.basis) OVER (PARTITION BY grp.symbol, grp.gq ORDER BY grp.t, grp.k, grp.id) AS basis,
-           first_value(grp.realized) OVER (PARTITION BY grp.symbol, grp.gq ORDER BY grp.t, grp.k, grp.id) AS realized
-    FROM grp
+  ), at AS (  -- at each snapshot time: the symbol's latest close (a close at t counts) and its latest position row
+              -- before t (a fill at t comes after the snapshot); position_history ids grow with time
+    SELECT w.sn, w.t, w.k, w.close, max(w.bar_t) OVER w AS mark_t, max(w.ph_id) OVER w AS ph_id
+    FROM tl w WINDOW w AS (PARTITION BY w.sn ORDER BY w.t, w.k)
   ), pos AS (
-    SELECT c.t, sum(coalesce(c.qty * c.mark, c.basis, 0)) AS value, sum(coalesce(c.basis, 0)) AS basis,
-           sum(coalesce(c.realized, 0)) AS realized
-    FROM carried c WHERE c.k = 0 GROUP BY c.t
-  ), cl AS (  -- cash and cumulative commissions: the ledger's rows before each snapshot time
-    SELECT g.t, 0 AS k, 0::bigint AS id, NULL::numeric AS balance, NULL::numeric AS comm FROM g
-    UNION ALL
-    SELECT l.ts, 1, l.id, l.balance,
-           sum(CASE WHEN l.cause = 'commission' THEN -l.amount ELSE 0 END) OVER (ORDER BY l.id)
+    SELECT at.t, sum(coalesce(ph.qty * coalesce(at.close, m.close), ph.cost_basis, 0)) AS value,
+           sum(coalesce(ph.cost_basis, 0)) AS basis, sum(coalesce(ph.realized_pnl, 0)) AS realized
+    FROM at
+    LEFT JOIN trading.position_history ph ON ph.id = at.ph_id
+    LEFT JOIN rb m ON at.close IS NULL AND m.sn = at.sn AND m.t = at.mark_t
+    WHERE at.k = 0
+    GROUP BY at.t
+  ), led AS (  -- the ledger with its running commissions; ids grow with time
+    SELECT l.id, l.balance, sum(CASE WHEN l.cause = 'commission' THEN -l.amount ELSE 0 END) OVER (ORDER BY l.id) AS comm
     FROM trading.cash_ledger l WHERE l.account_id = backtest_snapshots.run.account_id
-  ), clg AS (
-    SELECT cl.*, count(cl.balance) OVER (ORDER BY cl.t, cl.k, cl.id) AS gb FROM cl
-  ), cash AS (
-    SELECT clg.t, clg.k, first_value(clg.balance) OVER w AS balance, first_value(clg.comm) OVER w AS comm
-    FROM clg WINDOW w AS (PARTITION BY clg.gb ORDER BY clg.t, clg.k, clg.id)
+  ), cl AS (  -- at each snapshot time: the latest ledger row before it
+    SELECT c.t, c.k, max(c.id) OVER (ORDER BY c.t, c.k) AS led_id
+    FROM (SELECT pos.t, 0 AS k, NULL::bigint AS id FROM pos
+          UNION ALL
+          SELECT l.ts, 1, l.id FROM trading.cash_ledger l WHERE l.account_id = backtest_snapshots.run.account_id) c
   ), v AS (
-    SELECT pos.t, cash.balance AS cash, pos.value, cash.balance + pos.value AS total, pos.realized,
-           pos.value - pos.basis AS unrealized, coalesce(cash.comm, 0) AS comm
-    FROM pos JOIN cash ON cash.t = pos.t AND cash.k = 0
+    SELECT pos.t, led.balance AS cash, pos.value, led.balance + pos.value AS total, pos.realized,
+           pos.value - pos.basis AS unrealized, coalesce(led.comm, 0) AS comm
+    FROM pos JOIN cl ON cl.t = pos.t AND cl.k = 0 LEFT JOIN led ON led.id = cl.led_id
   ), pk AS (
     SELECT v.*, max(v.total) OVER (ORDER BY v.t) AS peak FROM v
   ), ins AS (
@@ -487,6 +490,7 @@ DECLARE
   _msg text;
   _hint text;
   _bars market.ohlcv[];
+  _tail backtest.runs;
 BEGIN
   SELECT * INTO _s FROM backtest.strategies s WHERE s.name = run.strategy;
   IF NOT FOUND THEN
@@ -557,16 +561,21 @@ BEGIN
     _mode := CASE WHEN _mode = 'auto' THEN CASE WHEN coalesce(_brackets, false) THEN 'exact' ELSE 'fast' END ELSE _mode END;
     UPDATE backtest.runs r SET mode = _mode WHERE r.id = _r.id RETURNING * INTO _r;
 
-    SELECT max(b.ts + iv.step) INTO _final
-    FROM backtest.bars(_r) b JOIN market.intervals iv ON iv.code = b.interval;
+    -- each symbol's last bar of the run: backtest.bars' warmup before the end of the range (an index probe per
+    -- symbol, not a pass over every bar)
+    _tail := _r;
+    _tail.start_ts := _r.end_ts;
+    SELECT array_agg(ROW(b.symbol, b.interval, b.ts, b.open, b.high, b.low, b.close, b.volume)::market.ohlcv),
+           max(b.ts + iv.step)
+      INTO _bars, _final
+    FROM backtest.bars(_tail, 1) b JOIN market.intervals iv ON iv.code = b.interval
+    WHERE b.ts >= _r.start_ts;
     IF _mode = 'exact' THEN
       PERFORM internal.backtest_exact(_r);
       PERFORM trading.advance_clock(_a.id, greatest(_final, trading.account_now(_a.id)));
     ELSE
       PERFORM internal.backtest_fast(_r);
       -- no resting orders: marking the held positions at their last close is what advance_clock would do
-      SELECT array_agg(ROW(l.symbol, l.interval, l.ts, l.open, l.high, l.low, l.close, l.volume)::market.ohlcv) INTO _bars
-      FROM (SELECT DISTINCT ON (b.symbol) b.* FROM backtest.bars(_r) b ORDER BY b.symbol, b.ts DESC) l;
       PERFORM internal.mark_positions(_bars, _a.id);
       UPDATE trading.accounts a SET clock_ts = greatest(_final, a.clock_ts) WHERE a.id = _a.id;
     END IF;
