@@ -8,11 +8,12 @@ kept one: the procedures are re-applied, the data is kept). Prints its figures.
                                    [--json out.json] [--keep] [--reuse]
 
 What it measures (issue 13 §10), each workload with the same SMA crossover in both engines (long-only, all-in
-whole shares, orders at the next bar's open, no slippage; daily: 10,000 cash and 0.2 % commission per side as in
-the reference test, 1-minute: 100,000 cash per symbol and 0.02 % per side, so that ~2,700 round trips a year do
-not eat the account):
-(a) one symbol, 10+ years of daily bars: the bundled SPX series, 1999-2018 (--fast/--slow, default 10/20, for every workload:
-    ~2,660 round trips a year on the 1-minute walk);
+whole shares, orders at the next bar's open, no slippage; SMA(--fast, --slow), default 10/20 for every workload
+(~2,700 round trips a year on the 1-minute walk); daily: 10,000 cash and 0.2 % commission per side as in the
+reference test; 1-minute: 100,000 cash per symbol and no commission (pgtrade rounds each commission to cents,
+backtesting.py does not: over thousands of all-in round trips the cash drifts apart by cents until a share count
+differs by one at a boundary, and from there the two runs diverge; see docs/benchmarks.md):
+(a) one symbol, 10+ years of daily bars: the bundled SPX series, 1999-2018;
 (b) one symbol, one year of 1-minute bars: a seeded random walk of 252 sessions x 390 minutes (98,280 bars),
     ingested through pgtrade.ingest (binary COPY; not part of any figure);
 (c) ten symbols, one year of 1-minute bars each (ten such walks): ONE pgtrade run over the ten symbols, each with
@@ -49,7 +50,7 @@ from pgtrade.ingest import Bar, ingest
 from pgtrade.migrate import migrate
 
 BENCH_DB = "pgtrade_backtest_bench"
-COST = {"1d": (10_000, 0.002), "1m": (100_000, 0.0002)}  # cash per symbol, commission per side
+COST = {"1d": (10_000, 0.002), "1m": (100_000, 0.0)}  # cash per symbol, commission per side
 SESSIONS = 252
 MINUTES = 390
 FIRST_SESSION = datetime(2025, 1, 2, 14, 30, tzinfo=UTC)
@@ -79,7 +80,8 @@ def sessions(n: int) -> list[datetime]:
 
 
 def walk_bars(symbol: str, seed: int) -> list[Bar]:
-    """A seeded random walk of 1-minute bars, 252 sessions x 390 minutes, prices with 4 decimals (cents make exact ties of the two averages common, see docs/benchmarks.md); each bar opens at the
+    """A seeded random walk of 1-minute bars, 252 sessions x 390 minutes, prices with 4 decimals (with cents,
+    exact ties of the two averages are common, see docs/benchmarks.md); each bar opens at the
     previous close (gaps between sessions too), high/low around open and close."""
     rng = np.random.default_rng(seed)
     n = SESSIONS * MINUTES
@@ -143,7 +145,9 @@ def frame(conn: psycopg.Connection, symbol: str, interval: str, start: datetime,
     return df
 
 
-def reference_run(df: pd.DataFrame, fast: int, slow: int, cash: float, commission: float) -> tuple[float, list[tuple], float]:
+def reference_run(
+    df: pd.DataFrame, fast: int, slow: int, cash: float, commission: float
+) -> tuple[float, list[tuple], float]:
     """backtesting.py: the SMA crossover of its documentation (buy() with the default size on the cross up,
     position.close() on the cross down). Returns (seconds of Backtest.run(), trades, final equity)."""
     from backtesting import Backtest, Strategy
