@@ -217,6 +217,8 @@ DECLARE
   _fid bigint;
   _order_seq regclass := pg_catalog.pg_get_serial_sequence('trading.orders', 'id')::regclass;
   _fill_seq regclass := pg_catalog.pg_get_serial_sequence('trading.fills', 'id')::regclass;
+  _hist_seq regclass := pg_catalog.pg_get_serial_sequence('trading.order_history', 'id')::regclass;
+  _hist bigint[];
   -- what is written at the end, one element per order (o_), fill (same index), ledger row (l_)
   o_id bigint[] := ARRAY[]::bigint[]; o_sym text[] := ARRAY[]::text[]; o_side text[] := ARRAY[]::text[]; o_qty numeric[] := ARRAY[]::numeric[];
   o_price numeric[] := ARRAY[]::numeric[]; o_ref numeric[] := ARRAY[]::numeric[]; o_ts timestamptz[] := ARRAY[]::timestamptz[]; o_comm numeric[] := ARRAY[]::numeric[];
@@ -337,14 +339,23 @@ BEGIN
     o_dec_ts := o_dec_ts || _d.ts;
   END LOOP;
 
-  -- The rows, as trading.place_order and internal.apply_fill write them (orders are inserted accepted and then
-  -- filled, so the order_history trigger records both steps).
+  -- The rows, as trading.place_order and internal.apply_fill write them.
+  -- Each order is inserted in its final (filled) state, which the history trigger records; the 'accepted' row that
+  -- place_order's first step leaves before it gets an id reserved ahead of them, so it comes first as in the live
+  -- path (one insert instead of an insert and an update of every order: 11 indexes each).
+  _hist := ARRAY(SELECT nextval(_hist_seq) FROM generate_series(1, cardinality(o_id)) ORDER BY 1);
   INSERT INTO trading.orders (id, account_id, symbol, side, type, qty, tif, status, source, est_price, accepted_at,
-                              created_at, updated_at)
+                              created_at, updated_at, filled_qty, avg_fill_price, closed_at)
   OVERRIDING SYSTEM VALUE
-  SELECT x.id, _a.id, x.sym, x.side, 'market', x.qty, 'day', 'accepted', 'strategy', x.price, x.ts, x.ts, x.ts
+  SELECT x.id, _a.id, x.sym, x.side, 'market', x.qty, 'day', 'filled', 'strategy', x.price, x.ts, x.ts, x.ts,
+         x.qty, round(x.price, 10), x.ts
   FROM unnest(o_id, o_sym, o_side, o_qty, o_price, o_ts) x(id, sym, side, qty, price, ts)
   ORDER BY x.id;
+  INSERT INTO trading.order_history (id, order_id, ts, status, filled_qty, reason)
+  OVERRIDING SYSTEM VALUE
+  SELECT x.h, x.id, x.ts, 'accepted', 0, NULL
+  FROM unnest(_hist, o_id, o_ts) x(h, id, ts)
+  ORDER BY x.h;
   INSERT INTO trading.fills (id, order_id, account_id, symbol, side, qty, price, ref_price, commission, slippage,
                              realized_pnl, bar_ts, ts)
   OVERRIDING SYSTEM VALUE
@@ -352,9 +363,6 @@ BEGIN
   FROM unnest(o_fid, o_id, o_sym, o_side, o_qty, o_price, o_ref, o_comm, o_real, o_ts)
        x(fid, id, sym, side, qty, price, ref, comm, real, ts)
   ORDER BY x.fid;
-  UPDATE trading.orders o
-     SET filled_qty = o.qty, avg_fill_price = round(o.est_price, 10), status = 'filled', closed_at = o.updated_at
-   WHERE o.id = ANY (o_id);
   INSERT INTO trading.position_history (account_id, symbol, fill_id, ts, qty, cost_basis, realized_pnl)
   SELECT _a.id, x.sym, x.fid, x.ts, x.pq, x.pb, x.preal
   FROM unnest(o_fid, o_sym, o_ts, o_pq, o_pb, o_preal) x(fid, sym, ts, pq, pb, preal)
@@ -452,10 +460,8 @@ BEGIN
     SELECT backtest_snapshots.run.account_id, pk.t, pk.cash, pk.value, pk.total, pk.realized, pk.unrealized, pk.comm,
            pk.peak, CASE WHEN pk.peak > 0 THEN round((pk.peak - pk.total) / pk.peak, 10) ELSE 0 END
     FROM pk
-    ON CONFLICT ON CONSTRAINT portfolio_snapshots_pkey DO UPDATE
-      SET cash = excluded.cash, positions_value = excluded.positions_value, total_value = excluded.total_value,
-          realized_pnl = excluded.realized_pnl, unrealized_pnl = excluded.unrealized_pnl,
-          commissions = excluded.commissions, peak_value = excluded.peak_value, drawdown = excluded.drawdown
+    -- no ON CONFLICT: the account is the run's own, created in this transaction, and nothing else snapshots it
+    -- (the upsert's speculative insertion cost 0.12 s of CPU per 98,000 rows)
     RETURNING 1
   )
   SELECT count(*) INTO _n FROM ins;
