@@ -23,13 +23,16 @@ pgtrade's figure is the client-side wall time of `SELECT backtest.run(...)` (the
 snapshots, the metrics, the fingerprint: everything the run does, committed); backtesting.py's is the time of
 Backtest.run() on a pandas frame already in memory (read back from the database beforehand, not timed). Both the
 median of --repeat runs. bars/s = bars of the run / that time. The ratio is pgtrade's time / backtesting.py's.
-Agreement: the trades (entry and exit time, price and size) of each symbol compared one by one.
+Agreement: the trades (entry and exit time, price and size) of each symbol compared one by one. Beside the wall
+times, CPU seconds: the server backend's (from /proc, when the server runs on this machine) and backtesting.py's
+process time: on a shared machine they show what each engine used when other work took the cores.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 import warnings
@@ -80,17 +83,18 @@ def sessions(n: int) -> list[datetime]:
 
 
 def walk_bars(symbol: str, seed: int) -> list[Bar]:
-    """A seeded random walk of 1-minute bars, 252 sessions x 390 minutes, prices with 4 decimals (with cents,
-    exact ties of the two averages are common, see docs/benchmarks.md); each bar opens at the
-    previous close (gaps between sessions too), high/low around open and close."""
+    """A seeded random walk of 1-minute bars, 252 sessions x 390 minutes, each bar opening at the previous close,
+    high/low around open and close. Prices with 8 decimals: with 4 (or cents) the two averages are sometimes
+    exactly equal at a crossing, which pgtrade's exact arithmetic calls no cross and backtesting.py's float rolling
+    mean breaks either way (docs/benchmarks.md, "Backtesting")."""
     rng = np.random.default_rng(seed)
     n = SESSIONS * MINUTES
     start = 50 + 100 * rng.random()
-    closes = np.round(start * np.exp(np.cumsum(rng.normal(0, 0.0008, n))), 4)
-    opens = np.concatenate(([round(start, 4)], closes[:-1]))
-    wiggle = np.round(np.abs(rng.normal(0, 0.0004, (2, n))) * closes, 4)
+    closes = np.round(start * np.exp(np.cumsum(rng.normal(0, 0.0008, n))), 8)
+    opens = np.concatenate(([round(start, 8)], closes[:-1]))
+    wiggle = np.round(np.abs(rng.normal(0, 0.0004, (2, n))) * closes, 8)
     highs = np.maximum(opens, closes) + wiggle[0]
-    lows = np.maximum(np.minimum(opens, closes) - wiggle[1], 0.0001)
+    lows = np.maximum(np.minimum(opens, closes) - wiggle[1], 0.00000001)
     vols = rng.integers(100, 10_000, n)
     times = [s + timedelta(minutes=m) for s in sessions(SESSIONS) for m in range(MINUTES)]
     return [
@@ -98,10 +102,10 @@ def walk_bars(symbol: str, seed: int) -> list[Bar]:
             symbol=symbol,
             interval="1m",
             ts=t,
-            open=Decimal(f"{o:.4f}"),
-            high=Decimal(f"{h:.4f}"),
-            low=Decimal(f"{lo:.4f}"),
-            close=Decimal(f"{c:.4f}"),
+            open=Decimal(f"{o:.8f}"),
+            high=Decimal(f"{h:.8f}"),
+            low=Decimal(f"{lo:.8f}"),
+            close=Decimal(f"{c:.8f}"),
             volume=int(v),
         )
         for t, o, h, lo, c, v in zip(times, opens, highs, lows, closes, vols, strict=True)
@@ -147,9 +151,9 @@ def frame(conn: psycopg.Connection, symbol: str, interval: str, start: datetime,
 
 def reference_run(
     df: pd.DataFrame, fast: int, slow: int, cash: float, commission: float
-) -> tuple[float, list[tuple], float]:
+) -> tuple[float, float, list[tuple], float]:
     """backtesting.py: the SMA crossover of its documentation (buy() with the default size on the cross up,
-    position.close() on the cross down). Returns (seconds of Backtest.run(), trades, final equity)."""
+    position.close() on the cross down). Returns (wall and CPU seconds of Backtest.run(), trades, final equity)."""
     from backtesting import Backtest, Strategy
     from backtesting.lib import crossover
 
@@ -174,30 +178,43 @@ def reference_run(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         bt = Backtest(df, SmaCross, cash=cash, commission=commission, finalize_trades=False)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         st = bt.run()
-        dt = time.perf_counter() - t
+        dt, cpu = time.perf_counter() - t, time.process_time() - c
     tr = st["_trades"]
     trades = [
-        (r.EntryTime, round(float(r.EntryPrice), 4), int(r.Size), r.ExitTime, round(float(r.ExitPrice), 4))
+        (r.EntryTime, round(float(r.EntryPrice), 8), int(r.Size), r.ExitTime, round(float(r.ExitPrice), 8))
         for r in tr.itertuples()
     ]
     # an open trade (finalize_trades=False) is not in _trades: add its entry
     eq = st["_equity_curve"]
-    return dt, trades, float(eq["Equity"].iloc[-1])
+    return dt, cpu, trades, float(eq["Equity"].iloc[-1])
 
 
-def pgtrade_run(url: str, symbols: list[str], interval: str, start, end, params: dict) -> tuple[float, int]:
+def backend_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system) of a server backend, when the server runs on this machine (/proc)."""
+    try:
+        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pgtrade_run(url: str, symbols: list[str], interval: str, start, end, params: dict):
+    """(wall seconds, backend CPU seconds or None, run id) of one backtest.run, autocommit."""
     with psycopg.connect(url, autocommit=True) as conn:
+        pid = conn.info.backend_pid
+        c0 = backend_cpu(pid)
         t = time.perf_counter()
         r = conn.execute(
             "SELECT id, status, error FROM backtest.run('sma_crossover', %s, %s, %s, %s, %s::jsonb, 'fast')",
             (symbols, interval, start, end, json.dumps(params)),
         ).fetchone()
         dt = time.perf_counter() - t
+        c1 = backend_cpu(pid)
     if r[1] != "done":
         raise SystemExit(f"run {r[0]} failed: {r[2]}")
-    return dt, r[0]
+    return dt, (c1 - c0 if c0 is not None and c1 is not None else None), r[0]
 
 
 def pgtrade_trades(conn: psycopg.Connection, run_id: int, symbol: str) -> tuple[list[tuple], dict]:
@@ -211,9 +228,9 @@ def pgtrade_trades(conn: psycopg.Connection, run_id: int, symbol: str) -> tuple[
     trades, open_ = [], None
     for side, qty, price, ts in fills:
         if side == "buy":
-            open_ = (pd.Timestamp(ts).tz_convert("UTC"), round(float(price), 4), int(qty))
+            open_ = (pd.Timestamp(ts).tz_convert("UTC"), round(float(price), 8), int(qty))
         else:
-            trades.append((*open_, pd.Timestamp(ts).tz_convert("UTC"), round(float(price), 4)))
+            trades.append((*open_, pd.Timestamp(ts).tz_convert("UTC"), round(float(price), 8)))
             open_ = None
     info = conn.execute(
         "SELECT r.bars, r.fills, s.total_value FROM backtest.runs r"
@@ -233,16 +250,19 @@ def workload(url: str, name: str, symbols: list[str], interval: str, start, end,
     with psycopg.connect(url) as conn:
         frames = {s: frame(conn, s, interval, start, end) for s in symbols}
     bars = sum(len(f) for f in frames.values())
-    pg_times, ref_times, run_id = [], [], None
+    pg_times, pg_cpu, ref_times, ref_cpu, run_id = [], [], [], [], None
     for _ in range(repeat):
-        dt, run_id = pgtrade_run(url, symbols, interval, start, end, params)
+        dt, cpu, run_id = pgtrade_run(url, symbols, interval, start, end, params)
         pg_times.append(dt)
-        tot, ref = 0.0, {}
+        pg_cpu.append(cpu)
+        tot, tot_cpu, ref = 0.0, 0.0, {}
         for s in symbols:
-            dt, trades, final = reference_run(frames[s], fast, slow, cash, commission)
+            dt, cpu, trades, final = reference_run(frames[s], fast, slow, cash, commission)
             tot += dt
+            tot_cpu += cpu
             ref[s] = (trades, final)
         ref_times.append(tot)
+        ref_cpu.append(tot_cpu)
     agree, mismatch, ours_n, ref_n = True, None, 0, 0
     with psycopg.connect(url) as conn:
         for s in symbols:
@@ -271,6 +291,8 @@ def workload(url: str, name: str, symbols: list[str], interval: str, start, end,
             ).fetchone()[0]
             final_ref = sum(v[1] for v in ref.values())
     pg, rf = statistics.median(pg_times), statistics.median(ref_times)
+    pgc = statistics.median(pg_cpu) if None not in pg_cpu else None
+    rfc = statistics.median(ref_cpu)
     return {
         "workload": name,
         "symbols": n,
@@ -283,6 +305,10 @@ def workload(url: str, name: str, symbols: list[str], interval: str, start, end,
         "backtesting_py_bars_per_s": round(bars / rf),
         "backtesting_py_runs_s": [round(x, 3) for x in ref_times],
         "ratio": round(pg / rf, 3),
+        "pgtrade_backend_cpu_s": pgc and round(pgc, 2),
+        "backtesting_py_cpu_s": round(rfc, 2),
+        "cpu_ratio": pgc and round(pgc / rfc, 3),
+        "load_after": os.getloadavg(),
         "trades_pgtrade": ours_n,
         "trades_backtesting_py": ref_n,
         "trades_agree": agree,

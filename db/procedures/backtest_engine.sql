@@ -245,15 +245,13 @@ BEGIN
       SELECT DISTINCT dec.exec_ts FROM dec WHERE _n > 1
     ), tl AS (  -- several symbols: per symbol, bar closes and execution times in one timeline; a close at exec_ts
                 -- counts (one symbol: its previous bar's close, above)
-      SELECT rb.symbol, rb.close_ts AS t, 0 AS k, rb.close FROM rb WHERE _n > 1
+      SELECT rb.symbol, rb.close_ts AS t, 0 AS k, ARRAY[extract(epoch FROM rb.close_ts), rb.close] AS mk FROM rb
+      WHERE _n > 1
       UNION ALL
       SELECT s.symbol, ex.exec_ts, 1, NULL FROM ex CROSS JOIN unnest(backtest_fast.run.symbols) s(symbol)
-    ), g AS (
-      SELECT tl.*, count(tl.close) OVER (PARTITION BY tl.symbol ORDER BY tl.t, tl.k) AS grp FROM tl
-    ), m AS (
-      SELECT g.symbol, g.t, g.k, first_value(g.close) OVER (PARTITION BY g.symbol, g.grp ORDER BY g.t, g.k) AS mark,
-             first_value(g.t) OVER (PARTITION BY g.symbol, g.grp ORDER BY g.t, g.k) AS mark_at
-      FROM g
+    ), m AS (  -- the latest close and its time: the running maximum of (close time, close) and of the close time
+      SELECT tl.symbol, tl.t, tl.k, (max(tl.mk) OVER w)[2] AS mark, max(tl.t) FILTER (WHERE tl.k = 0) OVER w AS mark_at
+      FROM tl WINDOW w AS (PARTITION BY tl.symbol ORDER BY tl.t, tl.k)
     ), marks AS (
       SELECT m.t AS exec_ts, array_agg(m.mark ORDER BY s.n) AS marks, array_agg(m.mark_at ORDER BY s.n) AS mark_ats
       FROM m JOIN unnest(backtest_fast.run.symbols) WITH ORDINALITY s(symbol, n) ON s.symbol = m.symbol
