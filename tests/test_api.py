@@ -398,7 +398,12 @@ BASE_ARGS = {  # valid values for the arguments an api function needs
     "resume_trading": {},
     "request_account_id": {},
     "set_auto_trading": {},
+    # backtests (tests/test_api_backtest.py): every injected value is refused before a run starts
+    "run_backtest": {"strategy": "sma_crossover", "symbols": ["APIX"], "interval": "1m", "start_ts": T0, "end_ts": NOW},
 }
+
+# the codes an injected argument may be refused with (BT: an unknown strategy, interval or mode of run_backtest)
+REFUSED_AS_DATA = {"TR002", "TR012", "TR013", "42501", "BT001", "BT003", "BT004"}
 
 
 def test_injection_strings_in_every_text_argument_are_data(db, market):
@@ -414,13 +419,14 @@ def test_injection_strings_in_every_text_argument_are_data(db, market):
     for fn, arg in text_args:
         for bad in INJECTIONS:
             args = BASE_ARGS[fn] | {arg: bad}
-            q = f"SELECT * FROM api.{fn}(" + ", ".join(f"{k} => %({k})s" for k in args) + ")"
+            # argument names quoted, as PostgREST quotes them (run_backtest has an argument named interval)
+            q = f"SELECT * FROM api.{fn}(" + ", ".join(f'"{k}" => %({k})s' for k in args) + ")"
             role = "pgtrade_admin" if arg == "account" else "trader"
             r = request(db, role, q, args, account_claim=alice)
             calls += 1
             if r.sqlstate is not None:
                 # rejected as data: a documented code, never a syntax error or an undefined object
-                assert r.sqlstate in {"TR002", "TR012", "TR013", "42501"}, (fn, arg, bad, r.sqlstate, r.message)
+                assert r.sqlstate in REFUSED_AS_DATA, (fn, arg, bad, r.sqlstate, r.message)
                 assert r.status in (400, 403)
                 continue
             if fn == "place_order":

@@ -73,6 +73,7 @@ INTERNAL = {
     "backtest_fast",
     "backtest_snapshots",
     "backtest_fingerprint",
+    "backtest_trades",  # round-trip trades of a run (db/procedures/backtest_trades.sql)
 }
 
 

@@ -587,6 +587,7 @@ BEGIN
       UPDATE trading.accounts a SET clock_ts = greatest(_final, a.clock_ts) WHERE a.id = _a.id;
     END IF;
     PERFORM internal.backtest_snapshots(_r);
+    PERFORM internal.backtest_trades(_r);
     UPDATE backtest.runs r
        SET decisions = (SELECT count(*) FROM backtest.decisions d WHERE d.run_id = r.id),
            orders = (SELECT count(*) FROM trading.orders o WHERE o.account_id = r.account_id),

@@ -4,7 +4,8 @@ SELECT plan(11);
 SELECT set_eq(
   $$SELECT c.relname::text FROM pg_class c WHERE c.relnamespace = 'api'::regnamespace AND c.relkind = 'v'$$,
   ARRAY['instruments', 'bars', 'rejected_bars', 'portfolio', 'positions', 'orders', 'fills', 'snapshots', 'events',
-        'models', 'signals', 'anomalies', 'alerts', 'auto_trading'],
+        'models', 'signals', 'anomalies', 'alerts', 'auto_trading',
+        'backtests', 'backtest_trades', 'backtest_equity', 'strategies'],
   'api holds exactly the expected views');
 SELECT is_empty(
   $$SELECT c.relname FROM pg_class c WHERE c.relnamespace = 'api'::regnamespace AND c.relkind NOT IN ('v', 'c')$$,
@@ -12,7 +13,7 @@ SELECT is_empty(
 SELECT set_eq(
   $$SELECT p.proname::text FROM pg_proc p WHERE p.pronamespace = 'api'::regnamespace$$,
   ARRAY['request_account_id', 'request_accounts', 'place_order', 'cancel_order', 'close_position', 'pause_trading', 'resume_trading',
-        'health', 'set_auto_trading'],
+        'health', 'set_auto_trading', 'run_backtest'],
   'api holds exactly the expected functions');
 SELECT is_empty(
   $$SELECT p.proname FROM pg_proc p WHERE p.pronamespace = 'api'::regnamespace
@@ -36,7 +37,7 @@ SELECT is_empty(
   'PUBLIC executes no api function (grants are explicit)');
 SELECT is_empty(
   $$SELECT c.relname FROM pg_class c WHERE c.relnamespace = 'api'::regnamespace AND c.relkind = 'v'
-    AND c.relname NOT IN ('instruments', 'bars', 'models', 'signals', 'anomalies') AND c.relname <> 'rejected_bars'
+    AND c.relname NOT IN ('instruments', 'bars', 'models', 'signals', 'anomalies', 'strategies') AND c.relname <> 'rejected_bars'
     AND NOT coalesce('security_barrier=true' = ANY (c.reloptions), false)$$,
   'every account-filtered view is a security barrier');
 SELECT is_empty(
