@@ -13,23 +13,23 @@ AS $$
     SELECT b.symbol, b.ts, row_number() OVER w AS n, sum(b.close) OVER w AS cs
     FROM backtest.bars(sma_crossover.run, (SELECT greatest(p.fast, p.slow) FROM p)) b
     WINDOW w AS (PARTITION BY b.symbol ORDER BY b.ts)
-  ), x AS (  -- d = fast x slow x (SMA(fast) - SMA(slow)) at t and at t-1: the sign of the difference without a
-             -- division (exact), both from one window pass; defined once the longer window is full
+  ), m AS (
     SELECT b.symbol, b.ts,
-           CASE WHEN b.n >= greatest(p.fast, p.slow)
-                THEN p.slow * (b.cs - coalesce(lag(b.cs, p.fast) OVER w, 0))
-                     - p.fast * (b.cs - coalesce(lag(b.cs, p.slow) OVER w, 0)) END AS d,
-           CASE WHEN b.n > greatest(p.fast, p.slow)
-                THEN p.slow * (lag(b.cs) OVER w - coalesce(lag(b.cs, p.fast + 1) OVER w, 0))
-                     - p.fast * (lag(b.cs) OVER w - coalesce(lag(b.cs, p.slow + 1) OVER w, 0)) END AS pd
+           CASE WHEN b.n >= p.fast THEN (b.cs - coalesce(lag(b.cs, p.fast) OVER w, 0)) / p.fast END AS f,
+           CASE WHEN b.n >= p.slow THEN (b.cs - coalesce(lag(b.cs, p.slow) OVER w, 0)) / p.slow END AS s
     FROM b, p WINDOW w AS (PARTITION BY b.symbol ORDER BY b.ts)
+  ), x AS (
+    SELECT m.symbol, m.ts, m.f, m.s, lag(m.f) OVER w AS pf, lag(m.s) OVER w AS ps
+    FROM m WINDOW w AS (PARTITION BY m.symbol ORDER BY m.ts)
   )
   SELECT x.symbol, x.ts,
-         CASE WHEN x.d > 0 THEN 1::numeric WHEN p.short THEN -1::numeric ELSE 0::numeric END,
+         CASE WHEN x.pf < x.ps AND x.f > x.s THEN 1::numeric
+              WHEN x.pf > x.ps AND x.f < x.s THEN CASE WHEN p.short THEN -1::numeric ELSE 0::numeric END
+         END,
          NULL::numeric, NULL::numeric
   FROM x, p
   WHERE x.ts >= sma_crossover.run.start_ts
-    AND ((x.pd < 0 AND x.d > 0) OR (x.pd > 0 AND x.d < 0))
+    AND ((x.pf < x.ps AND x.f > x.s) OR (x.pf > x.ps AND x.f < x.s))
 $$;
 COMMENT ON FUNCTION backtest.sma_crossover IS
   'Strategy sma_crossover: target 1 when SMA(fast) of the close crosses above SMA(slow), 0 (-1 with allow_short) when it crosses below; params fast, slow.';
