@@ -17,10 +17,10 @@ differs by one at a boundary, and from there the two runs diverge; see docs/benc
 (b) one symbol, one year of 1-minute bars: a seeded random walk of 252 sessions x 390 minutes (98,280 bars),
     ingested through pgtrade.ingest (binary COPY; not part of any figure);
 (c) ten symbols, one year of 1-minute bars each (ten such walks): ONE pgtrade run over the ten symbols, each with
-    a target of 1/10 of the equity (the strategy's fraction sizing), against ten separate backtesting.py runs with
-    1,000 cash each (a tenth), their times summed.
+    a target of 1/10 of the equity (sizing fraction 0.1, 1,000,000 cash), against ten separate backtesting.py runs
+    with 100,000 cash each, their times summed.
 pgtrade's figure is the client-side wall time of `SELECT backtest.run(...)` (the strategy, the engine, the
-snapshots, the metrics, the fingerprint: everything the run does, committed); backtesting.py's is the time of
+snapshots, the trades and metrics, the fingerprint: everything the run does, committed); backtesting.py's is the time of
 Backtest.run() on a pandas frame already in memory (read back from the database beforehand, not timed). Both the
 median of --repeat runs. bars/s = bars of the run / that time. The ratio is pgtrade's time / backtesting.py's.
 Agreement: the trades (entry and exit time, price and size; in (c) time and price only, as one account holding ten
