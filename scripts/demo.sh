@@ -15,6 +15,9 @@
 #     switched on through the API, then the replay goes on live: every closed bar is scored, anomalies raise
 #     alerts (delivered by `pgtrade alerts follow`), signals become risk-checked orders
 # 10. the signals, anomalies, alerts, the orders the signals caused, and P&L
+# 11. backtests (the same trading procedures replayed on the bundled history): a run of each strategy (SMA
+#     crossover, mean reversion, the ML model's signals), a look-ahead check, a walk-forward with a parameter grid
+#     on each train window, the runs compared, and an HTML report
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/setup.sh"
@@ -150,3 +153,30 @@ step "the orders the signals caused (source signal), each linked to its signal, 
 pgtrade db psql -X -q -c "SELECT o.id, o.symbol, o.side, o.type, o.qty, o.limit_price, o.status, o.reject_code, s.signal, round(s.confidence, 2) AS confidence, m.name AS model FROM trading.orders o JOIN ml.signals s ON s.id = o.signal_id JOIN ml.models m ON m.id = s.model_id ORDER BY o.id DESC LIMIT 12"
 pgtrade positions
 pgtrade portfolio
+
+step "backtests: the live trading procedures replayed on the bundled history, one run of each strategy"
+pgtrade backtest strategies
+# backtesting.py's example settings: 10,000 cash, 0.2 % commission per side, whole shares, orders at the next open
+pgtrade backtest run --strategy sma_crossover --symbols GOOG --start 2004-08-19 --end 2013-03-02 \
+  --cash 10000 --commission 0.002 --param fast=10 --param slow=20
+pgtrade backtest run --strategy mean_reversion --symbols SPX --start 2005-01-01 --end 2019-01-01 \
+  --commission 0.0005 --slippage 2
+# the ML model trained above on data up to 2016 trades 2017-2018 (its signals were scored above)
+pgtrade backtest run --strategy ml_signal --symbols SPX --start 2017-01-03 --end 2019-01-01 \
+  --commission 0.0005 --slippage 2 --param model_id=daily-gbm
+
+step "look-ahead check: each decision re-taken with the data cut just after its bar"
+pgtrade backtest lookahead-check --strategy mean_reversion --symbols SPX --start 2016-01-01 --end 2019-01-01 --samples 40
+
+step "walk-forward: the SMA grid chosen on each 3-year window, traded on the next year (purge 1 week)"
+pgtrade backtest walk-forward --strategy sma_crossover --symbols SPX --start 2005-01-01 --end 2019-01-01 \
+  --train '3 years' --test '1 year' --purge '1 week' --jobs 2
+
+step "the runs side by side, and a report of the GOOG run"
+runs=$(pgtrade db psql -X -A -t -c "SELECT string_agg(id::text, ' ' ORDER BY id) FROM (SELECT DISTINCT ON (strategy) id, strategy FROM backtest.runs WHERE purpose = 'single' AND status = 'done' ORDER BY strategy, id DESC) r")
+# shellcheck disable=SC2086
+pgtrade backtest compare $runs
+goog=$(pgtrade db psql -X -A -t -c "SELECT max(id) FROM backtest.runs WHERE strategy = 'sma_crossover' AND purpose = 'single' AND symbols = '{GOOG}' AND status = 'done'")
+mkdir -p "$root/reports"
+pgtrade backtest report "$goog" --out "$root/reports/backtest-$goog.html"
+pgtrade backtest list

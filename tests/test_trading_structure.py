@@ -74,6 +74,7 @@ INTERNAL = {
     "backtest_snapshots",
     "backtest_fingerprint",
     "backtest_trades",  # round-trip trades of a run (db/procedures/backtest_trades.sql)
+    "backtest_parent",  # the parent run of a grid or walk-forward (db/procedures/backtest_grid.sql)
 }
 
 

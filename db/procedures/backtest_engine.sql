@@ -149,34 +149,60 @@ DECLARE
   _qty numeric;
   _step numeric;
   _o trading.orders;
+  _flip boolean;
+  _entry boolean;
 BEGIN
   FOR _d IN SELECT * FROM backtest.decisions d WHERE d.run_id = backtest_exact.run.id AND d.exec_ts IS NOT NULL ORDER BY d.seq LOOP
     IF trading.account_now(backtest_exact.run.account_id) < _d.exec_ts THEN
       PERFORM trading.advance_clock(backtest_exact.run.account_id, _d.exec_ts);
     END IF;
-    SELECT * INTO _a FROM trading.accounts a WHERE a.id = backtest_exact.run.account_id;
-    SELECT * INTO _pf FROM trading.portfolio(_a.id);
-    SELECT coalesce(sum(v.qty) FILTER (WHERE v.symbol = _d.symbol), 0) AS qty,
-           coalesce(sum(abs(v.value)) FILTER (WHERE v.symbol <> _d.symbol), 0) AS other_gross
-      INTO _pos
-    FROM trading.position_values v WHERE v.account_id = _a.id AND v.qty <> 0;
-    _open := market.open_at(_d.symbol, backtest_exact.run.interval, _d.exec_ts);
-    SELECT i.qty_step INTO _step FROM market.instruments i WHERE i.symbol = _d.symbol;
-    _est := trading.slipped_price(_open, CASE WHEN _d.target > _d.prev_target THEN 'buy' ELSE 'sell' END, _a.slippage_bps);
-    _qty := backtest.order_qty(_p->>'sizing', _d.target, (_p->>'fraction')::numeric, (_p->>'risk_pct')::numeric,
-                               _d.stop_loss, _pos.qty, _a.cash, _pf.total_value, _pos.other_gross, _est, _step,
-                               _a.commission_rate, _a.commission_min, _a.max_position_pct, _a.max_gross_leverage,
-                               _a.allow_short);
-    IF _qty <> 0 THEN
+    -- A reversal with brackets (long to short or back) is two orders: one that closes the position (which cancels
+    -- its bracket children) and one, sized on the account as it is then, that opens the other side with the new
+    -- brackets. As one order its children would be sized to the whole order, twice the new position, and would
+    -- reserve cash for it. Without brackets one order (as the fast path).
+    FOR _pass IN 1..2 LOOP
+      SELECT * INTO _a FROM trading.accounts a WHERE a.id = backtest_exact.run.account_id;
+      SELECT * INTO _pf FROM trading.portfolio(_a.id);
+      SELECT coalesce(sum(v.qty) FILTER (WHERE v.symbol = _d.symbol), 0) AS qty,
+             coalesce(sum(abs(v.value)) FILTER (WHERE v.symbol <> _d.symbol), 0) AS other_gross
+        INTO _pos
+      FROM trading.position_values v WHERE v.account_id = _a.id AND v.qty <> 0;
+      _open := market.open_at(_d.symbol, backtest_exact.run.interval, _d.exec_ts);
+      SELECT i.qty_step INTO _step FROM market.instruments i WHERE i.symbol = _d.symbol;
+      _est := trading.slipped_price(_open, CASE WHEN _d.target > _d.prev_target THEN 'buy' ELSE 'sell' END, _a.slippage_bps);
+      _qty := backtest.order_qty(_p->>'sizing', _d.target, (_p->>'fraction')::numeric, (_p->>'risk_pct')::numeric,
+                                 _d.stop_loss, _pos.qty, _a.cash, _pf.total_value, _pos.other_gross, _est, _step,
+                                 _a.commission_rate, _a.commission_min, _a.max_position_pct, _a.max_gross_leverage,
+                                 _a.allow_short);
+      EXIT WHEN _qty = 0;
+      _flip := _pass = 1 AND (_d.stop_loss IS NOT NULL OR _d.take_profit IS NOT NULL)
+               AND _pos.qty <> 0 AND sign(_pos.qty + _qty) = -sign(_pos.qty);
+      IF _flip THEN
+        _qty := -_pos.qty;
+      END IF;
+      -- an order that reduces a position first cancels the position's bracket children (its fill would cancel them
+      -- anyway): a short's buy-stop child reserves the cash that covering the short needs (TR001 otherwise)
+      IF _pos.qty <> 0 AND sign(_qty) <> sign(_pos.qty) THEN
+        PERFORM trading.cancel_order(c.id, 'position reduced by the strategy')
+        FROM trading.orders c
+        WHERE c.account_id = _a.id AND c.symbol = _d.symbol AND c.source IN ('stop_loss', 'take_profit')
+          AND c.status IN ('accepted', 'partially_filled') AND c.type <> 'market';
+      END IF;
+      -- brackets protect an entry: an order that opens or adds to a position on the target's side; one that closes
+      -- or trims a position carries none (its children would protect nothing, or lie on the wrong side: TR010)
+      _entry := sign(_pos.qty + _qty) = sign(_d.target) AND abs(_pos.qty + _qty) > abs(_pos.qty);
       _o := trading.place_order(_a.id, _d.symbol, CASE WHEN _qty > 0 THEN 'buy' ELSE 'sell' END, abs(_qty), 'market',
-                                stop_loss => _d.stop_loss, take_profit => _d.take_profit, source => 'strategy');
+                                stop_loss => CASE WHEN _entry THEN _d.stop_loss END,
+                                take_profit => CASE WHEN _entry THEN _d.take_profit END,
+                                source => 'strategy');
       UPDATE backtest.decisions d SET order_id = _o.id WHERE d.run_id = _d.run_id AND d.symbol = _d.symbol AND d.ts = _d.ts;
-    END IF;
+      EXIT WHEN NOT _flip OR _o.status <> 'filled';
+    END LOOP;
   END LOOP;
 END
 $$;
 COMMENT ON FUNCTION internal.backtest_exact IS
-  'Internal: the exact engine path: for each decision in execution order, trading.advance_clock to its execution time, size it (backtest.order_qty) and place it through trading.place_order (market-on-open).';
+  'Internal: the exact engine path: for each decision in execution order, trading.advance_clock to its execution time, size it (backtest.order_qty) and place it through trading.place_order (market-on-open); a reversal with brackets is a closing order and then an opening one with the brackets.';
 
 -- The fast path. Per decision (execution order) the state it needs: the fill price (the open of the bar at
 -- exec_ts) and the marks of the run's symbols at that moment (close of each symbol's latest bar closed by then).
@@ -408,7 +434,7 @@ COMMENT ON FUNCTION internal.backtest_fast IS
 -- every step (one window pass); over the account, those changes, the ledger's amounts (the balance is the running
 -- sum of the amounts) and the commissions summed in time order (a second pass) give each snapshot, including a
 -- symbol with no bar at that time (its last value carries). A position always has a close of its own symbol: its
--- fills come at a bar's open, after the symbol's first close in the run. Two sorts and no join over the bars
+-- fills come at the open or the close of a bar after the symbol's first bar in the run. Two sorts, no join over bars
 -- (a timeline crossed with every snapshot time, carried first_values and joins back took 1.5 s of CPU for
 -- 98,280 bars where this takes 1.1, of which 0.46 is the insert).
 CREATE OR REPLACE FUNCTION internal.backtest_snapshots(run backtest.runs)
@@ -419,12 +445,15 @@ AS $$
 DECLARE
   _n integer;
 BEGIN
-  WITH ph AS (  -- each fill's change of its symbol's position, basis and realized P&L
-    SELECT h.symbol, h.ts, h.id,
+  WITH ph AS (  -- each fill's change of its symbol's position, basis and realized P&L; a fill by a bar (a resting
+                -- bracket child: fills.bar_ts) is stamped with that bar's close and belongs to the snapshot of that
+                -- close (k -1); a market-on-open fill at the same instant comes after it (k 1)
+    SELECT h.symbol, h.ts, h.id, CASE WHEN f.bar_ts IS NOT NULL THEN -1 ELSE 1 END AS k,
            h.qty - coalesce(lag(h.qty) OVER w, 0) AS dqty,
            h.cost_basis - coalesce(lag(h.cost_basis) OVER w, 0) AS dbasis,
            h.realized_pnl - coalesce(lag(h.realized_pnl) OVER w, 0) AS drealized
-    FROM trading.position_history h WHERE h.account_id = backtest_snapshots.run.account_id
+    FROM trading.position_history h LEFT JOIN trading.fills f ON f.id = h.fill_id
+    WHERE h.account_id = backtest_snapshots.run.account_id
     WINDOW w AS (PARTITION BY h.symbol ORDER BY h.id)
   ), pos AS (  -- per symbol in time order (a close at t before a fill at t): the position (running sum of its
                -- changes) times the latest close (running max of (close time, close))
@@ -435,16 +464,20 @@ BEGIN
                  0::numeric AS drealized
           FROM backtest.bars(backtest_snapshots.run) b JOIN market.intervals iv ON iv.code = b.interval
           UNION ALL
-          SELECT ph.symbol, ph.ts, 1, ph.id, NULL, ph.dqty, ph.dbasis, ph.drealized FROM ph) x
+          SELECT ph.symbol, ph.ts, ph.k, ph.id, NULL, ph.dqty, ph.dbasis, ph.drealized FROM ph) x
     WINDOW w AS (PARTITION BY x.symbol ORDER BY x.t, x.k, x.id)
-  ), tl AS (  -- the account's changes: position values (per symbol step), basis, realized, cash, commissions
+  ), tl AS (  -- the account's changes: position values (per symbol step), basis, realized, cash, commissions (a
+              -- ledger row of a fill by a bar at k -1, as its fill)
     SELECT pos.t, pos.k, pos.value - coalesce(lag(pos.value) OVER (PARTITION BY pos.symbol ORDER BY pos.t, pos.k, pos.id), 0)
              AS dvalue, pos.dbasis, pos.drealized, 0::numeric AS dcash, 0::numeric AS dcomm
     FROM pos
     UNION ALL
-    SELECT l.ts, 1, 0, 0, 0, l.amount, CASE WHEN l.cause = 'commission' THEN -l.amount ELSE 0 END
-    FROM trading.cash_ledger l WHERE l.account_id = backtest_snapshots.run.account_id
-  ), acc AS (  -- at each close time t: every change before t and every close at t (peers of the RANGE frame)
+    SELECT l.ts, CASE WHEN f.bar_ts IS NOT NULL THEN -1 ELSE 1 END, 0, 0, 0, l.amount,
+           CASE WHEN l.cause = 'commission' THEN -l.amount ELSE 0 END
+    FROM trading.cash_ledger l LEFT JOIN trading.fills f ON f.id = l.fill_id
+    WHERE l.account_id = backtest_snapshots.run.account_id
+  ), acc AS (  -- at each close time t: every change before t, the fills by bars closing at t (k -1) and every
+              -- close at t (peers of the RANGE frame)
     SELECT tl.t, tl.k, sum(tl.dvalue) OVER w AS value, sum(tl.dbasis) OVER w AS basis,
            sum(tl.drealized) OVER w AS realized, sum(tl.dcash) OVER w AS cash, sum(tl.dcomm) OVER w AS comm
     FROM tl WINDOW w AS (ORDER BY tl.t, tl.k)
