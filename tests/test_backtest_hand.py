@@ -374,9 +374,12 @@ def strategy_params(conn, symbol: str) -> dict[str, dict]:
 
 
 def decisions(conn, fn: str, run_id: int, upto: datetime) -> list[tuple]:
+    # the run without its data version: the strategy reads the bars as they are now (a stored run reads them as of
+    # its version, so a later change would not reach it: docs/backtesting.md, Reproducibility)
     return conn.execute(
-        f"SELECT d.symbol, d.ts, d.target, d.stop_loss, d.take_profit FROM {fn}((SELECT r FROM backtest.runs r"
-        " WHERE r.id = %s)) d WHERE d.ts <= %s ORDER BY d.symbol, d.ts",
+        f"SELECT d.symbol, d.ts, d.target, d.stop_loss, d.take_profit FROM {fn}((SELECT jsonb_populate_record(r,"
+        " '{\"data_version\": null}') FROM backtest.runs r WHERE r.id = %s)) d"
+        " WHERE d.ts <= %s ORDER BY d.symbol, d.ts",
         (run_id, upto),
     ).fetchall()
 

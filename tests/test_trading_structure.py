@@ -75,6 +75,9 @@ INTERNAL = {
     "backtest_fingerprint",
     "backtest_trades",  # round-trip trades of a run (db/procedures/backtest_trades.sql)
     "backtest_parent",  # the parent run of a grid or walk-forward (db/procedures/backtest_grid.sql)
+    # reproducibility (issue 13): the fingerprint's steps (db/procedures/backtest_fingerprint.sql)
+    "backtest_data_version",
+    "backtest_fingerprint_warmup",
 }
 
 

@@ -587,6 +587,7 @@ BEGIN
     END IF;
 
     PERFORM internal.backtest_decide(_r);
+    PERFORM internal.backtest_fingerprint_warmup(_r);  -- the warmup bars the strategy read join the data hash
     SELECT bool_or(d.stop_loss IS NOT NULL OR d.take_profit IS NOT NULL) INTO _brackets
     FROM backtest.decisions d WHERE d.run_id = _r.id;
     IF coalesce(_brackets, false) AND _mode = 'fast' THEN
