@@ -603,9 +603,11 @@ BEGIN
     UPDATE backtest.runs r SET mode = _mode WHERE r.id = _r.id RETURNING * INTO _r;
 
     -- each symbol's last bar of the run: backtest.bars' warmup before the end of the range (an index probe per
-    -- symbol, not a pass over every bar)
+    -- symbol, not a pass over every bar); without the run's id, so that this read is not noted as the strategy's
+    -- warmup (pgtrade.backtest_warmup, the fingerprint's)
     _tail := _r;
     _tail.start_ts := _r.end_ts;
+    _tail.id := NULL;
     SELECT array_agg(ROW(b.symbol, b.interval, b.ts, b.open, b.high, b.low, b.close, b.volume)::market.ohlcv),
            max(b.ts + iv.step)
       INTO _bars, _final
