@@ -14,6 +14,8 @@ from backtest_support import account_rows, ensure_sample, run
 @pytest.fixture
 def goog(db):
     ensure_sample(db, "GOOG")
+    ensure_sample(db, "GOOGL")
+    ensure_sample(db, "SPX")
     return db
 
 
@@ -34,7 +36,27 @@ def goog(db):
     ids=["reference", "slippage-and-minimum", "short-fraction"],
 )
 def test_fast_and_exact_paths_write_identical_rows(goog, params):
-    args = ("sma_crossover", ["GOOG"], "1d", "2004-01-01", "2014-01-01", params)
+    check_parity(goog, ["GOOG"], params)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"cash": 30000, "commission": 0.001, "sizing": "fraction", "fraction": 0.3},
+        {"cash": 30000, "commission": 0.0005, "slippage_bps": 3, "allow_short": True, "max_position_pct": 40,
+         "max_gross_leverage": 1.5, "sizing": "fraction", "fraction": 0.3, "fast": 5, "slow": 30},
+    ],
+    ids=["fraction", "short-leverage"],
+)  # fmt: skip
+def test_several_symbols(goog, params):
+    """Three symbols in one account: the marks of the other positions enter the sizing and every snapshot, and the
+    bars do not line up (the GOOG series ends in March 2013, GOOGL starts in 2009, SPX has every day): a snapshot
+    values a symbol with no bar at its time at the symbol's latest close."""
+    check_parity(goog, ["GOOG", "GOOGL", "SPX"], params)
+
+
+def check_parity(goog, symbols, params):
+    args = ("sma_crossover", symbols, "1d", "2004-01-01", "2014-01-01", params)
     fast = run(goog, *args, mode="fast")
     exact = run(goog, *args, mode="exact")
     assert (fast["mode"], exact["mode"]) == ("fast", "exact")
