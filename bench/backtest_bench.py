@@ -35,8 +35,8 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -155,33 +155,10 @@ def reference_run(
 ) -> tuple[float, float, list[tuple], float]:
     """backtesting.py: the SMA crossover of its documentation (buy() with the default size on the cross up,
     position.close() on the cross down). Returns (wall and CPU seconds of Backtest.run(), trades, final equity)."""
-    from backtesting import Backtest, Strategy
-    from backtesting.lib import crossover
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from backtest_support import backtesting_py_sma  # tests/: the tests' reference run, the same code
 
-    def sma(values, n):
-        return pd.Series(values).rolling(n).mean()
-
-    class SmaCross(Strategy):
-        n1 = fast
-        n2 = slow
-
-        def init(self):
-            self.f = self.I(sma, self.data.Close, self.n1)
-            self.s = self.I(sma, self.data.Close, self.n2)
-
-        def next(self):
-            if crossover(self.f, self.s):
-                if not self.position:
-                    self.buy()
-            elif crossover(self.s, self.f):
-                self.position.close()
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        bt = Backtest(df, SmaCross, cash=cash, commission=commission, finalize_trades=False)
-        t, c = time.perf_counter(), time.process_time()
-        st = bt.run()
-        dt, cpu = time.perf_counter() - t, time.process_time() - c
+    st, dt, cpu = backtesting_py_sma(df, fast, slow, cash=cash, commission=commission)
     tr = st["_trades"]
     trades = [
         (r.EntryTime, round(float(r.EntryPrice), 8), int(r.Size), r.ExitTime, round(float(r.ExitPrice), 8))

@@ -74,3 +74,38 @@ ACCOUNT_TABLES = {
 
 def account_rows(conn: psycopg.Connection, account_id: int) -> dict[str, list[tuple]]:
     return {name: conn.execute(q, {"a": account_id}).fetchall() for name, q in ACCOUNT_TABLES.items()}
+
+
+def backtesting_py_sma(df, fast: int, slow: int, *, cash: float, commission: float):
+    """backtesting.py's run of the SMA crossover of its documentation, long only: buy() with the default size (the
+    whole equity) on the cross up, position.close() on the cross down, orders at the next open, open trades left
+    open (finalize_trades=False). df: Open/High/Low/Close/Volume indexed by time. Returns backtesting.py's stats.
+    The one reference run of the tests (test_backtest_reference, test_backtest_golden) and bench/backtest_bench.py."""
+    import time
+    import warnings
+
+    import pandas as pd
+    from backtesting import Backtest, Strategy
+    from backtesting.lib import crossover
+
+    def sma(values, n):
+        return pd.Series(values).rolling(n).mean()
+
+    class SmaCross(Strategy):
+        def init(self):
+            self.f = self.I(sma, self.data.Close, fast)
+            self.s = self.I(sma, self.data.Close, slow)
+
+        def next(self):
+            if crossover(self.f, self.s):
+                if not self.position:
+                    self.buy()
+            elif crossover(self.s, self.f):
+                self.position.close()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # backtesting.py warns about the trade left open (finalize_trades=False)
+        bt = Backtest(df, SmaCross, cash=cash, commission=commission, finalize_trades=False)
+        t, c = time.perf_counter(), time.process_time()
+        stats = bt.run()
+        return stats, time.perf_counter() - t, time.process_time() - c

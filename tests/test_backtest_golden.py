@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from backtest_support import ensure_sample, run
+from backtest_support import backtesting_py_sma, ensure_sample, run
 
 FIXTURE = Path(__file__).parent / "fixtures" / "backtest_golden_goog_sma.json"
 RUN = {
@@ -84,23 +84,9 @@ def test_metrics_and_trades_equal_the_golden_figures(db):
 
 def test_golden_figures_are_plausible_against_backtesting_py():
     """The pinned figures against backtesting.py's run of the same strategy on the same data (GOOG.csv)."""
-    from backtesting import Backtest, Strategy
-    from backtesting.lib import crossover
-    from backtesting.test import GOOG, SMA
+    from backtesting.test import GOOG
 
-    class SmaCross(Strategy):
-        def init(self):
-            self.fast = self.I(SMA, self.data.Close, 10)
-            self.slow = self.I(SMA, self.data.Close, 20)
-
-        def next(self):
-            if crossover(self.fast, self.slow):
-                self.buy()
-            elif crossover(self.slow, self.fast):
-                self.position.close()
-
-    with pytest.warns(UserWarning, match="remain open"):
-        stats = Backtest(GOOG, SmaCross, cash=10000, commission=0.002).run()
+    stats = backtesting_py_sma(GOOG, 10, 20, cash=10000, commission=0.002)[0]
     want = json.loads(FIXTURE.read_text())
     m = {k: json.loads(v) for k, v in want["metrics"].items()}
     theirs = stats._trades

@@ -9,12 +9,11 @@ docs/backtesting.md, "Agreement with backtesting.py".
 
 from __future__ import annotations
 
-import warnings
 from decimal import Decimal
 
 import pandas as pd
 import pytest
-from backtest_support import ensure_sample, run
+from backtest_support import backtesting_py_sma, ensure_sample, run
 
 backtesting = pytest.importorskip("backtesting")
 
@@ -23,33 +22,8 @@ COMMISSION = Decimal("0.002")
 START, END = "2004-01-01", "2014-01-01"
 
 
-def sma(values, n):
-    return pd.Series(values).rolling(n).mean()
-
-
 def reference(df: pd.DataFrame, fast: int, slow: int):
-    from backtesting import Backtest, Strategy
-    from backtesting.lib import crossover
-
-    class SmaCross(Strategy):
-        n1 = fast
-        n2 = slow
-
-        def init(self):
-            self.f = self.I(sma, self.data.Close, self.n1)
-            self.s = self.I(sma, self.data.Close, self.n2)
-
-        def next(self):
-            if crossover(self.f, self.s):
-                if not self.position:
-                    self.buy()
-            elif crossover(self.s, self.f):
-                self.position.close()
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # backtesting.py warns about the open trade left open (finalize_trades)
-        bt = Backtest(df, SmaCross, cash=CASH, commission=float(COMMISSION), finalize_trades=False)
-        return bt.run()
+    return backtesting_py_sma(df, fast, slow, cash=CASH, commission=float(COMMISSION))[0]
 
 
 @pytest.fixture

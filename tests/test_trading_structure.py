@@ -67,6 +67,7 @@ INTERNAL = {
     "detect_anomalies",  # the anomaly step of internal.on_closed_bars (db/procedures/ml_anomalies.sql)
     # backtesting (issue 13): the engine's steps (db/procedures/backtest_*.sql)
     "backtest_engine_defaults",
+    "backtest_request",
     "backtest_params",
     "backtest_decide",
     "backtest_exact",

@@ -505,6 +505,49 @@ $$;
 COMMENT ON FUNCTION internal.backtest_snapshots IS
   'Internal: a run''s portfolio snapshots, one per bar close time, computed set-based from its fills, position history and cash ledger (state before the orders placed at that instant; positions at their latest close).';
 
+-- What makes a request a run at all (backtest.run and the parents of grids and walk-forwards): a registered
+-- strategy (BT001), active symbols (BT002), a known interval and a finite, non-empty range (BT003). Returns the
+-- symbols upper-cased, trimmed and without duplicates.
+CREATE OR REPLACE FUNCTION internal.backtest_request(strategy text, symbols text[], "interval" text,
+                                                    start_ts timestamptz, end_ts timestamptz)
+RETURNS text[]
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  _syms text[];
+  _bad text;
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM backtest.strategies s WHERE s.name = backtest_request.strategy) THEN
+    RAISE EXCEPTION 'unknown strategy %', coalesce(quote_literal(backtest_request.strategy), 'NULL') USING ERRCODE = 'BT001',
+      HINT = format('registered strategies: %s', (SELECT string_agg(s.name, ', ' ORDER BY s.name) FROM backtest.strategies s));
+  END IF;
+  SELECT array_agg(DISTINCT upper(btrim(x))) INTO _syms FROM unnest(backtest_request.symbols) x WHERE x IS NOT NULL;
+  IF _syms IS NULL THEN
+    RAISE EXCEPTION 'a backtest needs at least one symbol' USING ERRCODE = 'BT002', HINT = 'pass symbols, e.g. ARRAY[''GOOG'']';
+  END IF;
+  SELECT string_agg(x, ', ') INTO _bad FROM unnest(_syms) x
+  WHERE NOT EXISTS (SELECT 1 FROM market.instruments i WHERE i.symbol = x AND i.active);
+  IF _bad IS NOT NULL THEN
+    RAISE EXCEPTION 'unknown or inactive symbol(s): %', _bad USING ERRCODE = 'BT002',
+      HINT = 'symbols are market.instruments rows with active = true (pgtrade summary lists them)';
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM market.intervals iv WHERE iv.code = backtest_request.interval) THEN
+    RAISE EXCEPTION 'unknown interval %', coalesce(quote_literal(backtest_request.interval), 'NULL') USING ERRCODE = 'BT003',
+      HINT = format('intervals: %s', (SELECT string_agg(iv.code, ', ' ORDER BY iv.step) FROM market.intervals iv));
+  END IF;
+  IF backtest_request.start_ts IS NULL OR backtest_request.end_ts IS NULL
+     OR NOT (backtest_request.start_ts < backtest_request.end_ts)
+     OR NOT isfinite(backtest_request.start_ts) OR NOT isfinite(backtest_request.end_ts) THEN
+    RAISE EXCEPTION 'invalid range [%, %)', backtest_request.start_ts, backtest_request.end_ts USING ERRCODE = 'BT003',
+      HINT = 'start must be before end, both finite times';
+  END IF;
+  RETURN _syms;
+END
+$$;
+COMMENT ON FUNCTION internal.backtest_request IS
+  'Internal: the checks that make a backtest request (strategy BT001, symbols BT002, interval and range BT003); returns the normalized symbols.';
+
 CREATE OR REPLACE FUNCTION backtest.run(
   strategy text, symbols text[], "interval" text, start_ts timestamptz, end_ts timestamptz,
   params jsonb DEFAULT '{}', mode text DEFAULT 'auto', parent_id bigint DEFAULT NULL, purpose text DEFAULT 'single',
@@ -518,7 +561,6 @@ AS $$
 DECLARE
   _s backtest.strategies;
   _syms text[];
-  _bad text;
   _p jsonb;
   _r backtest.runs;
   _a trading.accounts;
@@ -532,30 +574,8 @@ DECLARE
   _bars market.ohlcv[];
   _tail backtest.runs;
 BEGIN
+  _syms := internal.backtest_request(run.strategy, run.symbols, run.interval, run.start_ts, run.end_ts);
   SELECT * INTO _s FROM backtest.strategies s WHERE s.name = run.strategy;
-  IF NOT FOUND THEN
-    RAISE EXCEPTION 'unknown strategy %', coalesce(quote_literal(run.strategy), 'NULL') USING ERRCODE = 'BT001',
-      HINT = format('registered strategies: %s', (SELECT string_agg(s.name, ', ' ORDER BY s.name) FROM backtest.strategies s));
-  END IF;
-  SELECT array_agg(DISTINCT upper(btrim(x))) INTO _syms FROM unnest(run.symbols) x WHERE x IS NOT NULL;
-  IF _syms IS NULL THEN
-    RAISE EXCEPTION 'a backtest needs at least one symbol' USING ERRCODE = 'BT002', HINT = 'pass symbols, e.g. ARRAY[''GOOG'']';
-  END IF;
-  SELECT string_agg(x, ', ') INTO _bad FROM unnest(_syms) x
-  WHERE NOT EXISTS (SELECT 1 FROM market.instruments i WHERE i.symbol = x AND i.active);
-  IF _bad IS NOT NULL THEN
-    RAISE EXCEPTION 'unknown or inactive symbol(s): %', _bad USING ERRCODE = 'BT002',
-      HINT = 'symbols are market.instruments rows with active = true (pgtrade summary lists them)';
-  END IF;
-  IF NOT EXISTS (SELECT 1 FROM market.intervals iv WHERE iv.code = run.interval) THEN
-    RAISE EXCEPTION 'unknown interval %', coalesce(quote_literal(run.interval), 'NULL') USING ERRCODE = 'BT003',
-      HINT = format('intervals: %s', (SELECT string_agg(iv.code, ', ' ORDER BY iv.step) FROM market.intervals iv));
-  END IF;
-  IF run.start_ts IS NULL OR run.end_ts IS NULL OR NOT (run.start_ts < run.end_ts)
-     OR NOT isfinite(run.start_ts) OR NOT isfinite(run.end_ts) THEN
-    RAISE EXCEPTION 'invalid range [%, %)', run.start_ts, run.end_ts USING ERRCODE = 'BT003',
-      HINT = 'start must be before end, both finite times';
-  END IF;
   IF _mode NOT IN ('auto', 'fast', 'exact') THEN
     RAISE EXCEPTION 'unknown engine mode %', quote_literal(run.mode) USING ERRCODE = 'BT004', HINT = 'mode is auto, fast or exact';
   END IF;

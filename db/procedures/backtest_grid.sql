@@ -79,33 +79,11 @@ AS $$
 DECLARE
   _s backtest.strategies;
   _syms text[];
-  _bad text;
   _r backtest.runs;
 BEGIN
+  _syms := internal.backtest_request(backtest_parent.strategy, backtest_parent.symbols, backtest_parent.interval,
+                                     backtest_parent.start_ts, backtest_parent.end_ts);
   SELECT * INTO _s FROM backtest.strategies s WHERE s.name = backtest_parent.strategy;
-  IF NOT FOUND THEN
-    RAISE EXCEPTION 'unknown strategy %', coalesce(quote_literal(backtest_parent.strategy), 'NULL') USING ERRCODE = 'BT001',
-      HINT = format('registered strategies: %s', (SELECT string_agg(s.name, ', ' ORDER BY s.name) FROM backtest.strategies s));
-  END IF;
-  SELECT array_agg(DISTINCT upper(btrim(x))) INTO _syms FROM unnest(backtest_parent.symbols) x WHERE x IS NOT NULL;
-  IF _syms IS NULL THEN
-    RAISE EXCEPTION 'a backtest needs at least one symbol' USING ERRCODE = 'BT002', HINT = 'pass symbols, e.g. ARRAY[''GOOG'']';
-  END IF;
-  SELECT string_agg(x, ', ') INTO _bad FROM unnest(_syms) x
-  WHERE NOT EXISTS (SELECT 1 FROM market.instruments i WHERE i.symbol = x AND i.active);
-  IF _bad IS NOT NULL THEN
-    RAISE EXCEPTION 'unknown or inactive symbol(s): %', _bad USING ERRCODE = 'BT002',
-      HINT = 'symbols are market.instruments rows with active = true (pgtrade summary lists them)';
-  END IF;
-  IF NOT EXISTS (SELECT 1 FROM market.intervals iv WHERE iv.code = backtest_parent.interval) THEN
-    RAISE EXCEPTION 'unknown interval %', coalesce(quote_literal(backtest_parent.interval), 'NULL') USING ERRCODE = 'BT003',
-      HINT = format('intervals: %s', (SELECT string_agg(iv.code, ', ' ORDER BY iv.step) FROM market.intervals iv));
-  END IF;
-  IF backtest_parent.start_ts IS NULL OR backtest_parent.end_ts IS NULL OR NOT (backtest_parent.start_ts < backtest_parent.end_ts)
-     OR NOT isfinite(backtest_parent.start_ts) OR NOT isfinite(backtest_parent.end_ts) THEN
-    RAISE EXCEPTION 'invalid range [%, %)', backtest_parent.start_ts, backtest_parent.end_ts USING ERRCODE = 'BT003',
-      HINT = 'start must be before end, both finite times';
-  END IF;
   INSERT INTO backtest.runs AS r (owner_account_id, purpose, strategy, symbols, "interval", start_ts, end_ts, params)
   VALUES (backtest_parent.owner_account_id, backtest_parent.purpose, _s.name, _syms, backtest_parent.interval,
           backtest_parent.start_ts, backtest_parent.end_ts,
