@@ -349,6 +349,21 @@ def test_selling_by_hand_cancels_the_bracket(db, mkt):
     assert st == {"cancelled"}
 
 
+def test_a_bracketed_order_that_flips_a_position_protects_only_the_new_position(db, mkt):
+    a = mkt(allow_short=True)
+    order(db, a, "TRDA", "sell", 10)  # short 10 @ 100
+    e = order(db, a, "TRDA", "buy", 20, stop_loss=95, take_profit=110)  # covers 10, goes long 10
+    assert position(db, a, "TRDA")["qty"] == 10
+    kids = db.execute(
+        "SELECT source, side, qty FROM trading.orders WHERE parent_id = %s ORDER BY source", (e["id"],)
+    ).fetchall()
+    assert kids == [("stop_loss", "sell", 10), ("take_profit", "sell", 10)]  # not 20: that would reopen the short
+    bars(db, "TRDA", [(96, 96, 94, 95)], start=NOW)
+    advance(db, a, NOW + timedelta(minutes=1))
+    assert position(db, a, "TRDA")["qty"] == 0  # the stop closed the long, and only the long
+    check_invariants(db, a)
+
+
 def test_resting_entry_creates_children_only_after_it_fills(db, mkt):
     a = mkt()
     e = order(db, a, "TRDA", "buy", 5, "limit", limit_price=99, stop_loss=90, take_profit=120)

@@ -24,6 +24,7 @@ DECLARE
   _comm numeric;
   _fill trading.fills;
   _child record;
+  _protect numeric;
 BEGIN
   SELECT * INTO _o FROM trading.orders o WHERE o.id = apply_fill.order_id FOR UPDATE;
   SELECT * INTO _a FROM trading.accounts a WHERE a.id = _o.account_id;  -- locked by the caller
@@ -94,15 +95,19 @@ BEGIN
     'fill_id', _fill.id, 'symbol', _o.symbol, 'side', _o.side, 'qty', apply_fill.qty, 'price', apply_fill.price,
     'source', _o.source, 'position', _step.new_qty));
 
-  -- Brackets: the entry's fills create (then grow) its stop-loss / take-profit children.
-  IF _o.stop_loss IS NOT NULL OR _o.take_profit IS NOT NULL THEN
-    UPDATE trading.orders c SET qty = c.qty + apply_fill.qty, updated_at = _now
+  -- Brackets: the entry's fills create (then grow) its stop-loss / take-profit children, by the part of each fill
+  -- that opens or adds to a position in the entry's direction (a buy that covers a short of 10 and goes long 10
+  -- is protected for 10, not 20: its children must not reopen the short).
+  _protect := CASE WHEN _step.new_qty <> 0 AND sign(_step.new_qty) = sign(_d)
+                   THEN least(apply_fill.qty, abs(_step.new_qty)) ELSE 0 END;
+  IF (_o.stop_loss IS NOT NULL OR _o.take_profit IS NOT NULL) AND _protect > 0 THEN
+    UPDATE trading.orders c SET qty = c.qty + _protect, updated_at = _now
      WHERE c.parent_id = _o.id AND c.status IN ('accepted', 'partially_filled');
-    IF NOT FOUND AND _o.filled_qty = 0 THEN
+    IF NOT FOUND AND NOT EXISTS (SELECT 1 FROM trading.orders c WHERE c.parent_id = _o.id) THEN
       FOR _child IN
         INSERT INTO trading.orders (account_id, symbol, side, type, qty, limit_price, stop_price, tif, status, source,
                                     parent_id, est_price, accepted_at, created_at, updated_at)
-        SELECT _a.id, _o.symbol, CASE _o.side WHEN 'buy' THEN 'sell' ELSE 'buy' END, k.type, apply_fill.qty,
+        SELECT _a.id, _o.symbol, CASE _o.side WHEN 'buy' THEN 'sell' ELSE 'buy' END, k.type, _protect,
                k.lim, k.stp, 'gtc', 'accepted', k.source, _o.id, coalesce(k.lim, k.stp), _now, _now, _now
         FROM (VALUES ('stop_loss', 'stop', NULL::numeric, _o.stop_loss),
                      ('take_profit', 'limit', _o.take_profit, NULL::numeric)) k(source, type, lim, stp)
