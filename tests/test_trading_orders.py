@@ -364,6 +364,24 @@ def test_a_bracketed_order_that_flips_a_position_protects_only_the_new_position(
     check_invariants(db, a)
 
 
+def test_covering_a_short_by_hand_is_not_blocked_by_the_cash_its_own_stop_loss_reserves(db, mkt):
+    a = mkt(allow_short=True, cash="1000")
+    e = order(db, a, "TRDA", "sell", 10, stop_loss=110)  # short 10 @ 100: cash 2000; its buy-stop reserves 1100
+    assert e["status"] == "filled"
+    cover = order(db, a, "TRDA", "buy", 10)  # 1000 of 2000 (before: of 2000 - 1100 reserved = 900, so TR001)
+    assert (cover["status"], cover["reject_code"]) == ("filled", None)
+    kids = {r[0] for r in db.execute("SELECT status FROM trading.orders WHERE parent_id = %s", (e["id"],))}
+    assert kids == {"cancelled"}  # the cover's fill cancels the stop whose cash it was allowed to use
+    check_invariants(db, a)
+    # a buy of another symbol still counts the stop's reservation: 2000 cash - 1100 reserved = 900 < 1000
+    instrument(db, "TRDB")
+    bars(db, "TRDB", [(100, 100, 100, 100)] * 5)
+    b = mkt("other", allow_short=True, cash="1000")
+    order(db, b, "TRDA", "sell", 10, stop_loss=110)
+    other = order(db, b, "TRDB", "buy", 10, "limit", limit_price=100)
+    assert (other["status"], other["reject_code"]) == ("rejected", "TR001")
+
+
 def test_resting_entry_creates_children_only_after_it_fills(db, mkt):
     a = mkt()
     e = order(db, a, "TRDA", "buy", 5, "limit", limit_price=99, stop_loss=90, take_profit=120)

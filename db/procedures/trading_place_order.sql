@@ -179,7 +179,10 @@ BEGIN
     _pos_qty := coalesce(_pos_qty, 0);
     SELECT coalesce(sum((o.qty - o.filled_qty) * o.est_price
                         + trading.commission(_a.commission_rate, _a.commission_min, (o.qty - o.filled_qty) * o.est_price, o.filled_qty = 0))
-                    FILTER (WHERE o.side = 'buy'), 0),
+                    -- not the buy-side bracket children protecting the short this buy covers: its fill cancels
+                    -- them (internal.apply_fill), so their cash is never spent twice
+                    FILTER (WHERE o.side = 'buy' AND NOT (_side = 'buy' AND _pos_qty < 0 AND o.symbol = _sym
+                                                          AND o.source IN ('stop_loss', 'take_profit'))), 0),
            coalesce(sum(o.qty - o.filled_qty) FILTER (WHERE o.side = 'sell' AND o.symbol = _sym
                                                       AND o.source NOT IN ('stop_loss', 'take_profit')), 0)
       INTO _reserved_cash, _reserved_sell
