@@ -293,38 +293,12 @@ def test_parallel_walk_forward_equals_the_sequential_one(db_url):
 
 # --- ML strategies: a model trained on each train window only, traded on the next test window ----------------------
 # The strategy contract (issue 13): an ML strategy takes {"model_id": <ml.models id>} and trades that model's
-# signals. h3's ml_signal is used when it is registered; else a strategy written here to the same contract (P(up) of
-# the model through internal.onnx_run on ml.features: 1 at or above the buy threshold, 0 at or below the sell one).
-PROBE = """
-CREATE FUNCTION pg_temp.wf_model_probe(run backtest.runs) RETURNS SETOF backtest.decision
-LANGUAGE sql STABLE AS $$
-  WITH m AS (SELECT * FROM ml.models WHERE id = (run.params->>'model_id')::bigint),
-  f AS (SELECT f.symbol, f.ts, f.x
-        FROM ml.features(run.symbols, run.interval, run.start_ts, run.end_ts - interval '1 microsecond') f
-        WHERE f.complete),
-  p AS (SELECT a.symbol, a.ts, a.prob
-        FROM (SELECT array_agg(f.x ORDER BY f.symbol, f.ts) AS xs, array_agg(f.symbol ORDER BY f.symbol, f.ts) AS syms,
-                     array_agg(f.ts ORDER BY f.symbol, f.ts) AS tss FROM f) g, m,
-             unnest(g.syms, g.tss, internal.onnx_run(m.id, g.xs, cardinality(ml.feature_names()))) a(symbol, ts, prob))
-  SELECT p.symbol, p.ts, CASE WHEN p.prob >= m.buy_threshold THEN 1 WHEN p.prob <= m.sell_threshold THEN 0 END::numeric,
-         NULL::numeric, NULL::numeric
-  FROM p, m
-$$;
-"""
+# signals (ml_signal, db/procedures/backtest_strategy_ml_signal.sql).
 
 
 @pytest.fixture
 def ml_strategy(goog) -> str:
-    """ml_signal when registered, else the probe written to the same contract."""
-    if goog.execute("SELECT EXISTS (SELECT FROM backtest.strategies WHERE name = 'ml_signal')").fetchone()[0]:
-        return "ml_signal"
-    goog.execute(PROBE)
-    fn = goog.execute("SELECT 'pg_temp.wf_model_probe(backtest.runs)'::regprocedure::text").fetchone()[0]
-    goog.execute(
-        "SELECT backtest.register_strategy('wf_model_probe', %s::regprocedure, 'test: trades a model', %s)",
-        (fn, json.dumps({"model_id": None})),
-    )
-    return "wf_model_probe"
+    return "ml_signal"
 
 
 def _begin_state(conn, strategy: str, grid: str | None, ml: str | None, train: str = "504") -> str:
