@@ -15,8 +15,6 @@ import pandas as pd
 import pytest
 from backtest_support import backtesting_py_sma, ensure_sample, run
 
-backtesting = pytest.importorskip("backtesting")
-
 CASH = 10_000
 COMMISSION = Decimal("0.002")
 START, END = "2004-01-01", "2014-01-01"
