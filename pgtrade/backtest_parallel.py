@@ -90,6 +90,33 @@ def _failed(url: str, parent: int, exc: BaseException) -> None:
         conn.commit()
 
 
+def _steps(
+    url: str,
+    parent: int,
+    t0: float,
+    query: str,
+    args: list[tuple],
+    finish: str,
+    *,
+    jobs: int,
+    progress: Callable[[int], None] | None,
+    on_total: Callable[[int], None] | None,
+) -> Batch:
+    """The independent middle calls of a begun grid or walk-forward on ``jobs`` connections, then its finish call;
+    a call that raises marks the parent run failed and is raised."""
+    if on_total:
+        on_total(len(args))
+    try:
+        results = run_calls(url, query, args, jobs=jobs, progress=progress)
+    except BaseException as exc:
+        _failed(url, parent, exc)
+        raise
+    with psycopg.connect(url) as conn:
+        conn.execute(finish, (parent,))
+        conn.commit()
+    return Batch(run_id=parent, results=results, seconds=time.perf_counter() - t0, jobs=jobs)
+
+
 def grid(
     url: str,
     *,
@@ -121,23 +148,8 @@ def grid(
             )
         ]
         conn.commit()
-    if on_total:
-        on_total(len(points))
-    try:
-        ids = run_calls(
-            url,
-            "SELECT (backtest.grid_run(%s, %s)).id",
-            [(parent, Jsonb(p)) for p in points],
-            jobs=jobs,
-            progress=progress,
-        )
-    except BaseException as exc:
-        _failed(url, parent, exc)
-        raise
-    with psycopg.connect(url) as conn:
-        conn.execute("SELECT backtest.grid_finish(%s)", (parent,))
-        conn.commit()
-    return Batch(run_id=parent, results=ids, seconds=time.perf_counter() - t0, jobs=jobs)
+    return _steps(url, parent, t0, "SELECT (backtest.grid_run(%s, %s)).id", [(parent, Jsonb(p)) for p in points],
+                  "SELECT backtest.grid_finish(%s)", jobs=jobs, progress=progress, on_total=on_total)  # fmt: skip
 
 
 def walk_forward(
@@ -183,20 +195,6 @@ def walk_forward(
         ).fetchone()[0]
         tasks = conn.execute("SELECT n, params FROM backtest.walk_forward_tasks(%s)", (parent,)).fetchall()
         conn.commit()
-    if on_total:
-        on_total(len(tasks))
-    try:
-        results = run_calls(
-            url,
-            "SELECT backtest.walk_forward_train(%s, %s, %s)",
-            [(parent, n, Jsonb(p)) for n, p in tasks],
-            jobs=jobs,
-            progress=progress,
-        )
-    except BaseException as exc:
-        _failed(url, parent, exc)
-        raise
-    with psycopg.connect(url) as conn:
-        conn.execute("SELECT backtest.walk_forward_finish(%s)", (parent,))
-        conn.commit()
-    return Batch(run_id=parent, results=results, seconds=time.perf_counter() - t0, jobs=jobs)
+    return _steps(url, parent, t0, "SELECT backtest.walk_forward_train(%s, %s, %s)",
+                  [(parent, n, Jsonb(p)) for n, p in tasks], "SELECT backtest.walk_forward_finish(%s)",
+                  jobs=jobs, progress=progress, on_total=on_total)  # fmt: skip
