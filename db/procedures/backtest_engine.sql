@@ -505,11 +505,13 @@ $$;
 COMMENT ON FUNCTION internal.backtest_snapshots IS
   'Internal: a run''s portfolio snapshots, one per bar close time, computed set-based from its fills, position history and cash ledger (state before the orders placed at that instant; positions at their latest close).';
 
--- What makes a request a run at all (backtest.run and the parents of grids and walk-forwards): a registered
--- strategy (BT001), active symbols (BT002), a known interval and a finite, non-empty range (BT003). Returns the
--- symbols upper-cased, trimmed and without duplicates.
+-- What makes a request a run at all (backtest.run, the parents of grids and walk-forwards, and, without the
+-- active-instrument rule, a look-ahead check): a registered strategy (BT001), active symbols (BT002), a known
+-- interval and a finite, non-empty range (BT003). Returns the symbols upper-cased, trimmed and without duplicates.
+DROP FUNCTION IF EXISTS internal.backtest_request(text, text[], text, timestamptz, timestamptz);
 CREATE OR REPLACE FUNCTION internal.backtest_request(strategy text, symbols text[], "interval" text,
-                                                    start_ts timestamptz, end_ts timestamptz)
+                                                    start_ts timestamptz, end_ts timestamptz,
+                                                    what text DEFAULT 'a backtest', active_only boolean DEFAULT true)
 RETURNS text[]
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -524,13 +526,17 @@ BEGIN
   END IF;
   SELECT array_agg(DISTINCT upper(btrim(x))) INTO _syms FROM unnest(backtest_request.symbols) x WHERE x IS NOT NULL;
   IF _syms IS NULL THEN
-    RAISE EXCEPTION 'a backtest needs at least one symbol' USING ERRCODE = 'BT002', HINT = 'pass symbols, e.g. ARRAY[''GOOG'']';
+    RAISE EXCEPTION '% needs at least one symbol', backtest_request.what USING ERRCODE = 'BT002',
+      HINT = 'pass symbols, e.g. ARRAY[''GOOG'']';
   END IF;
   SELECT string_agg(x, ', ') INTO _bad FROM unnest(_syms) x
-  WHERE NOT EXISTS (SELECT 1 FROM market.instruments i WHERE i.symbol = x AND i.active);
+  WHERE NOT EXISTS (SELECT 1 FROM market.instruments i
+                    WHERE i.symbol = x AND (i.active OR NOT backtest_request.active_only));
   IF _bad IS NOT NULL THEN
-    RAISE EXCEPTION 'unknown or inactive symbol(s): %', _bad USING ERRCODE = 'BT002',
-      HINT = 'symbols are market.instruments rows with active = true (pgtrade summary lists them)';
+    RAISE EXCEPTION '% symbol(s): %', CASE WHEN backtest_request.active_only THEN 'unknown or inactive' ELSE 'unknown' END,
+      _bad USING ERRCODE = 'BT002',
+      HINT = format('symbols are market.instruments rows%s (pgtrade summary lists them)',
+                    CASE WHEN backtest_request.active_only THEN ' with active = true' ELSE '' END);
   END IF;
   IF NOT EXISTS (SELECT 1 FROM market.intervals iv WHERE iv.code = backtest_request.interval) THEN
     RAISE EXCEPTION 'unknown interval %', coalesce(quote_literal(backtest_request.interval), 'NULL') USING ERRCODE = 'BT003',

@@ -24,7 +24,6 @@ DECLARE
   _s backtest.strategies;
   _fn regproc;
   _syms text[];
-  _bad text;
   _run backtest.runs;
   _cut backtest.runs;
   _full backtest.decision[];
@@ -34,30 +33,10 @@ DECLARE
   _n integer;
   _differ integer := 0;
 BEGIN
+  -- the request checks of a run, except that a look-ahead check may look at an inactive instrument
+  _syms := internal.backtest_request(lookahead_check.strategy, lookahead_check.symbols, lookahead_check.interval,
+                                     lookahead_check.start_ts, lookahead_check.end_ts, 'a look-ahead check', false);
   SELECT * INTO _s FROM backtest.strategies s WHERE s.name = lookahead_check.strategy;
-  IF NOT FOUND THEN
-    RAISE EXCEPTION 'unknown strategy %', coalesce(quote_literal(lookahead_check.strategy), 'NULL') USING ERRCODE = 'BT001',
-      HINT = format('registered strategies: %s', (SELECT string_agg(s.name, ', ' ORDER BY s.name) FROM backtest.strategies s));
-  END IF;
-  SELECT array_agg(DISTINCT upper(btrim(x))) INTO _syms FROM unnest(lookahead_check.symbols) x WHERE x IS NOT NULL;
-  IF _syms IS NULL THEN
-    RAISE EXCEPTION 'a look-ahead check needs at least one symbol' USING ERRCODE = 'BT002', HINT = 'pass symbols, e.g. ARRAY[''GOOG'']';
-  END IF;
-  SELECT string_agg(x, ', ') INTO _bad FROM unnest(_syms) x
-  WHERE NOT EXISTS (SELECT 1 FROM market.instruments i WHERE i.symbol = x);
-  IF _bad IS NOT NULL THEN
-    RAISE EXCEPTION 'unknown symbol(s): %', _bad USING ERRCODE = 'BT002',
-      HINT = 'symbols are market.instruments rows (pgtrade summary lists them)';
-  END IF;
-  IF NOT EXISTS (SELECT 1 FROM market.intervals iv WHERE iv.code = lookahead_check.interval) THEN
-    RAISE EXCEPTION 'unknown interval %', coalesce(quote_literal(lookahead_check.interval), 'NULL') USING ERRCODE = 'BT003',
-      HINT = format('intervals: %s', (SELECT string_agg(iv.code, ', ' ORDER BY iv.step) FROM market.intervals iv));
-  END IF;
-  IF lookahead_check.start_ts IS NULL OR lookahead_check.end_ts IS NULL OR NOT (lookahead_check.start_ts < lookahead_check.end_ts)
-     OR NOT isfinite(lookahead_check.start_ts) OR NOT isfinite(lookahead_check.end_ts) THEN
-    RAISE EXCEPTION 'invalid range [%, %)', lookahead_check.start_ts, lookahead_check.end_ts USING ERRCODE = 'BT003',
-      HINT = 'start must be before end, both finite times';
-  END IF;
   IF NOT coalesce(lookahead_check.samples > 0, lookahead_check.samples IS NULL) THEN
     RAISE EXCEPTION 'samples must be a positive number of bar times (or NULL: every bar)' USING ERRCODE = 'BT004',
       HINT = 'e.g. samples => 100';
