@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from datetime import UTC, date, datetime, time
 
 import click
@@ -213,7 +215,27 @@ def stream_cmd(
             f"streaming {source} for {', '.join(cfg.symbols)} into {stream.source_name!r} (Ctrl-C stops)",
             highlight=False,
         )
-    stats = stream.run()
+    # The feed's series are expected fresh while it runs (ops.fed_series: health and the alert watcher); a run that
+    # ends as asked (duration, max bars, source exhausted, Ctrl-C, SIGTERM) releases them, one that dies does not.
+    with connect(autocommit=True) as conn:
+        feed_id = conn.execute(
+            "SELECT ops.feed_started(%s, %s, %s, %s, %s)",
+            (
+                stream.source_name,
+                list(cfg.symbols),
+                cfg.interval,
+                stream.config.speed,
+                f"pgtrade stream pid {os.getpid()}",
+            ),
+        ).fetchone()[0]
+    previous = signal.signal(signal.SIGTERM, lambda *_: stream.stop())
+    try:
+        stats = stream.run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if stats.stopped_by in ("duration", "max-bars", "source exhausted", "stop", "interrupted"):
+        with connect(autocommit=True) as conn:
+            conn.execute("SELECT ops.feed_ended(%s, %s)", (feed_id, stats.stopped_by))
     summary = stats.summary()
     if as_json:
         emit_json(summary)

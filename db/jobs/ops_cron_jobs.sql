@@ -3,27 +3,39 @@
 -- its runs only to the role that runs it, so this function is defined here, in db/jobs, which migrate applies as
 -- pgtrade_jobs: it is owned by that role and, SECURITY DEFINER, reads exactly pgtrade's jobs. Only the owner role
 -- may call it (api.health runs as the owner).
-CREATE OR REPLACE FUNCTION ops.cron_jobs()
+-- failures_since (default: now - ops.health_settings.failure_window) bounds failures_recent; failures_total counts
+-- the failed runs pg_cron still keeps in cron.job_run_details. Not-started runs (no free worker) count as failures.
+DROP FUNCTION IF EXISTS ops.cron_jobs();
+CREATE OR REPLACE FUNCTION ops.cron_jobs(failures_since timestamptz DEFAULT NULL)
 RETURNS TABLE (jobname text, schedule text, command text, active boolean, last_status text,
-               last_start timestamptz, last_end timestamptz, last_message text)
+               last_start timestamptz, last_end timestamptz, last_message text, last_success timestamptz,
+               failures_recent bigint, failures_total bigint)
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+  _since timestamptz := coalesce(cron_jobs.failures_since,
+                                 now() - (SELECT s.failure_window FROM ops.health_settings s));
 BEGIN
   IF to_regnamespace('cron') IS NULL THEN
     RETURN;  -- pg_cron serves another database of this cluster
   END IF;
   RETURN QUERY EXECUTE $q$
-    SELECT j.jobname::text, j.schedule, j.command, j.active, r.status, r.start_time, r.end_time, r.return_message
+    SELECT j.jobname::text, j.schedule, j.command, j.active, r.status, r.start_time, r.end_time, r.return_message,
+           f.last_success, coalesce(f.recent, 0), coalesce(f.total, 0)
     FROM cron.job j
     LEFT JOIN LATERAL (SELECT d.status, d.start_time, d.end_time, d.return_message FROM cron.job_run_details d
                        WHERE d.jobid = j.jobid AND d.status IN ('succeeded', 'failed')
                        ORDER BY d.runid DESC LIMIT 1) r ON true
+    LEFT JOIN (SELECT d.jobid, max(d.end_time) FILTER (WHERE d.status = 'succeeded') AS last_success,
+                      count(*) FILTER (WHERE d.status = 'failed' AND coalesce(d.start_time, d.end_time, $1) >= $1) AS recent,
+                      count(*) FILTER (WHERE d.status = 'failed') AS total
+               FROM cron.job_run_details d GROUP BY d.jobid) f ON f.jobid = j.jobid
     WHERE j.database = current_database()
-    ORDER BY j.jobid $q$;
+    ORDER BY j.jobid $q$ USING _since;
 END
 $$;
-REVOKE ALL ON FUNCTION ops.cron_jobs() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION ops.cron_jobs() TO pgtrade_owner;
-COMMENT ON FUNCTION ops.cron_jobs() IS
-  'pgtrade''s pg_cron jobs in this database with their last finished run (status, start, end, message); empty where pg_cron runs in another database.';
+REVOKE ALL ON FUNCTION ops.cron_jobs(timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION ops.cron_jobs(timestamptz) TO pgtrade_owner;
+COMMENT ON FUNCTION ops.cron_jobs(timestamptz) IS
+  'pgtrade''s pg_cron jobs in this database with their last finished run (status, start, end, message), last success, failed runs since failures_since (default: the health failure window) and in all kept history; empty where pg_cron runs in another database.';

@@ -12,10 +12,10 @@ BEGIN
   FROM jsonb_object_keys(coalesce(configure_account.settings, '{}')) k
   WHERE k NOT IN ('max_position_pct', 'max_gross_leverage', 'max_order_value', 'allow_short', 'paused',
                   'commission_rate', 'commission_min', 'slippage_bps', 'max_price_age', 'volume_cap_pct',
-                  'match_interval', 'currency', 'market_fill');
+                  'match_interval', 'currency', 'market_fill', 'max_drawdown');
   IF _bad IS NOT NULL THEN
     RAISE EXCEPTION 'unknown account setting(s): %', _bad USING ERRCODE = 'TR016',
-      HINT = 'settings: max_position_pct, max_gross_leverage, max_order_value, allow_short, paused, commission_rate, commission_min, slippage_bps, max_price_age, volume_cap_pct, match_interval, currency, market_fill';
+      HINT = 'settings: max_position_pct, max_gross_leverage, max_order_value, allow_short, paused, commission_rate, commission_min, slippage_bps, max_price_age, volume_cap_pct, match_interval, currency, market_fill, max_drawdown';
   END IF;
   UPDATE trading.accounts a SET
     max_position_pct   = CASE WHEN settings ? 'max_position_pct' THEN (settings->>'max_position_pct')::numeric ELSE a.max_position_pct END,
@@ -30,7 +30,8 @@ BEGIN
     volume_cap_pct     = CASE WHEN settings ? 'volume_cap_pct' THEN (settings->>'volume_cap_pct')::numeric ELSE a.volume_cap_pct END,
     match_interval     = CASE WHEN settings ? 'match_interval' THEN settings->>'match_interval' ELSE a.match_interval END,
     currency           = CASE WHEN settings ? 'currency' THEN settings->>'currency' ELSE a.currency END,
-    market_fill        = CASE WHEN settings ? 'market_fill' THEN settings->>'market_fill' ELSE a.market_fill END
+    market_fill        = CASE WHEN settings ? 'market_fill' THEN settings->>'market_fill' ELSE a.market_fill END,
+    max_drawdown       = CASE WHEN settings ? 'max_drawdown' THEN (settings->>'max_drawdown')::numeric ELSE a.max_drawdown END
   WHERE a.id = configure_account.account_id
   RETURNING * INTO _row;
   IF _row.id IS NULL THEN

@@ -1,0 +1,10 @@
+-- pg_cron (only in the database pg_cron serves): every minute, the alert watcher (ops.watch,
+-- db/procedures/ops_watch.sql) opens and closes incidents and raises their alerts. Applied as pgtrade_jobs, so
+-- pg_cron runs it as that role.
+DO $$
+BEGIN
+  IF to_regnamespace('cron') IS NOT NULL THEN
+    PERFORM cron.schedule('pgtrade-ops-watch', '* * * * *', 'SELECT ops.watch()');
+  END IF;
+END
+$$;
