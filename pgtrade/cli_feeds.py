@@ -219,7 +219,7 @@ def stream_cmd(
     # ends as asked (duration, max bars, source exhausted, Ctrl-C, SIGTERM) releases them, one that dies does not.
     with connect(autocommit=True) as conn:
         feed_id = conn.execute(
-            "SELECT ops.feed_started(%s, %s, %s, %s, %s)",
+            "SELECT ops.feed_started(%s::text, %s::text[], %s::text, %s::numeric, %s::text)",
             (
                 stream.source_name,
                 list(cfg.symbols),
@@ -235,7 +235,7 @@ def stream_cmd(
         signal.signal(signal.SIGTERM, previous)
     if stats.stopped_by in ("duration", "max-bars", "source exhausted", "stop", "interrupted"):
         with connect(autocommit=True) as conn:
-            conn.execute("SELECT ops.feed_ended(%s, %s)", (feed_id, stats.stopped_by))
+            conn.execute("SELECT ops.feed_ended(%s::bigint, %s::text)", (feed_id, stats.stopped_by))
     summary = stats.summary()
     if as_json:
         emit_json(summary)

@@ -24,6 +24,16 @@ from pgtrade.cli import main
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True)
+def _watcher_held(db_url):
+    """These tests count the alerts they raise: hold the alert watcher's lock (ops.watch, run by pg_cron every
+    minute) meanwhile, so it cannot raise alerts of its own amid them; it runs once the test ends."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(hashtext('pgtrade:ops.watch'))")
+        yield
+        conn.execute("SELECT pg_advisory_unlock(hashtext('pgtrade:ops.watch'))")
+
+
 def raise_alerts(url: str, n: int, symbol: str = "ALRT") -> list[int]:
     """Commit n alerts (kind 'test'); returns their ids."""
     with psycopg.connect(url) as conn:

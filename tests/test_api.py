@@ -157,8 +157,8 @@ def test_anon_reads_bars_instruments_and_health(db, market):
     assert r.row["qty_step"] == 1 and r.row["active"] is True
     h = request(db, "web_anon", "SELECT api.health() AS h").row["h"]
     assert h["timescaledb_version"] and h["server_version"].startswith("15")
-    # ok exactly when no job's last run failed (tests/test_jobs.py makes jobs fail for real and checks the names)
-    assert (h["status"], h["problems"]) == ("ok", []) or (h["status"] == "failing" and h["problems"]), h
+    # ok exactly when nothing is wrong (tests/test_jobs.py and tests/test_health.py make jobs fail for real)
+    assert (h["status"], h["problems"]) == ("ok", []) or (h["status"] in ("degraded", "failing") and h["problems"]), h
     assert datetime.fromisoformat(h["latest_bar"]["ts"]) >= T0 + timedelta(minutes=4)
     assert any(j["proc"].endswith("policy_compression") for j in h["timescaledb_jobs"])
     if h["pg_cron"] is not None:  # pg_cron runs in one database per cluster

@@ -88,6 +88,29 @@ REVOKE ALL ON FUNCTION ops.job_health() FROM PUBLIC;
 COMMENT ON FUNCTION ops.job_health() IS
   'Every pg_cron job of this database and TimescaleDB policy/user job: last run and status, last success, failures (recent: within ops.health_settings.failure_window; total), failing (its last finished run failed) and the last error text.';
 
+-- How many bars of a series are due and missing at `at`, counting at most `up_to`: walking back from the newest
+-- closed slot (a bar of this step whose close ts + step is at or before `at`) to the slot after the last bar
+-- (`after`), the slots in the instrument's trading session (market.is_trading_time, the one calendar rule). The walk
+-- stops at up_to slots found and goes back at most 20,000 slots (two weeks of minutes): a series silent for
+-- longer than that is past any threshold anyway.
+CREATE OR REPLACE FUNCTION ops.bars_due(symbol text, step interval, after timestamptz, at timestamptz, up_to integer)
+RETURNS integer
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT count(*)::integer FROM (
+    SELECT 1
+    FROM generate_series(date_bin(bars_due.step, bars_due.at, timestamptz '2000-01-03') - bars_due.step,
+                         greatest(bars_due.after + bars_due.step,
+                                  date_bin(bars_due.step, bars_due.at, timestamptz '2000-01-03') - 20000 * bars_due.step),
+                         -bars_due.step) g(ts)
+    WHERE g.ts > bars_due.after AND market.is_trading_time(bars_due.symbol, g.ts, bars_due.step)
+    LIMIT bars_due.up_to) x
+$$;
+REVOKE ALL ON FUNCTION ops.bars_due(text, interval, timestamptz, timestamptz, integer) FROM PUBLIC;
+COMMENT ON FUNCTION ops.bars_due(text, interval, timestamptz, timestamptz, integer) IS
+  'Bars of a series (this step) due by `at` after its last bar `after`: closed slots in the instrument''s trading session (market.is_trading_time), newest first, counted up to up_to.';
+
 -- The freshness rule. Expected fresh: the series a live feed is responsible for (ops.fed_series) of active
 -- instruments. A series fed in real time (speed 1) is stale when its stale_bars most recent bars that are due are
 -- all missing: walking back from now over the bar slots that have closed (ts + step <= now) and fall in the
@@ -127,17 +150,8 @@ BEGIN
          CASE WHEN fed.speed = 1 THEN d.due >= _k
               ELSE now() - coalesce(fed.last_arrival, fed.started_at) > greatest(_wall, _k * fed.step / fed.speed) END
   FROM fed
-  CROSS JOIN LATERAL (
-    -- the due slots after the last bar, newest first, at most _k of them (the walk stops there); bounded to 20,000
-    -- slots back (two weeks of minutes): a series silent for longer has all of them due anyway
-    SELECT count(*)::integer AS due FROM (
-      SELECT 1 FROM generate_series(date_bin(fed.step, now(), timestamptz '2000-01-03') - fed.step,
-                                    greatest(coalesce(fed.last_ts + fed.step, date_bin(fed.step, fed.started_at, timestamptz '2000-01-03')),
-                                             date_bin(fed.step, now(), timestamptz '2000-01-03') - 20000 * fed.step),
-                                    -fed.step) g(ts)
-      WHERE market.is_trading_time(fed.symbol, g.ts, fed.step)
-      LIMIT _k) x
-  ) d
+  CROSS JOIN LATERAL (SELECT ops.bars_due(fed.symbol, fed.step, coalesce(fed.last_ts, fed.started_at - fed.step), now(), _k)
+                      AS due) d
   UNION ALL
   SELECT i.symbol, l."interval", i.asset_class, false, NULL::bigint, l.source, NULL::numeric, l.ts, l.ingested_at,
          now() - (l.ts + iv.step), NULL::integer, NULL::boolean
