@@ -146,7 +146,7 @@ BEGIN
                        ORDER BY b.ts DESC LIMIT 1) b ON true
   )
   SELECT fed.symbol, fed."interval", fed.asset_class, true, fed.feed_id, fed.source, fed.speed, fed.last_ts,
-         fed.last_arrival, now() - coalesce(fed.last_ts + fed.step, fed.started_at), d.due,
+         fed.last_arrival, greatest(now() - coalesce(fed.last_ts + fed.step, fed.started_at), interval '0'), d.due,
          CASE WHEN fed.speed = 1 THEN d.due >= _k
               ELSE now() - coalesce(fed.last_arrival, fed.started_at) > greatest(_wall, _k * fed.step / fed.speed) END
   FROM fed
@@ -154,7 +154,7 @@ BEGIN
                       AS due) d
   UNION ALL
   SELECT i.symbol, l."interval", i.asset_class, false, NULL::bigint, l.source, NULL::numeric, l.ts, l.ingested_at,
-         now() - (l.ts + iv.step), NULL::integer, NULL::boolean
+         greatest(now() - (l.ts + iv.step), interval '0'), NULL::integer, NULL::boolean
   FROM market.instruments i
   CROSS JOIN LATERAL (SELECT b."interval", b.ts, b.ingested_at, b.source FROM market.bars b
                       WHERE b.symbol = i.symbol ORDER BY b.ts DESC LIMIT 1) l
@@ -166,7 +166,7 @@ END
 $$;
 REVOKE ALL ON FUNCTION ops.data_freshness(boolean) FROM PUBLIC;
 COMMENT ON FUNCTION ops.data_freshness(boolean) IS
-  'Freshness of the series live feeds are responsible for (expected fresh): last bar, last arrival, age, bars due and missing (at most stale_bars counted), stale. with_unfed adds the newest bar of every other active instrument (not expected fresh, never stale).';
+  'Freshness of the series live feeds are responsible for (expected fresh): last bar, last arrival, age (since the last bar closed; 0 while it is forming), bars due and missing (at most stale_bars counted), stale. with_unfed adds the newest bar of every other active instrument (not expected fresh, never stale).';
 
 -- Active models and their age against the retraining schedule: an active direction model is overdue when neither
 -- its activation nor a scheduled retraining run of its name (ml.retrain_all, daily) is more recent than

@@ -84,16 +84,15 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   _c record;
-  _i record;
+  _i ops.incidents;
   _alert bigint;
   _opened integer := 0;
   _closed integer := 0;
+  _seen text[] := ARRAY[]::text[];  -- kind || ' ' || subject of the conditions found now
 BEGIN
   PERFORM pg_advisory_xact_lock(hashtext('pgtrade:ops.watch'));
-  CREATE TEMP TABLE IF NOT EXISTS pg_temp.watch_now (kind text, subject text) ON COMMIT DROP;
-  TRUNCATE pg_temp.watch_now;
   FOR _c IN SELECT * FROM ops.watch_conditions() LOOP
-    INSERT INTO pg_temp.watch_now VALUES (_c.kind, _c.subject);
+    _seen := _seen || (_c.kind || ' ' || _c.subject);
     UPDATE ops.incidents i SET last_seen_at = now(), checks = i.checks + 1, message = _c.message, details = _c.details
     WHERE i.kind = _c.kind AND i.subject = _c.subject AND i.closed_at IS NULL;
     IF NOT FOUND THEN
@@ -107,7 +106,7 @@ BEGIN
   END LOOP;
   FOR _i IN SELECT i.* FROM ops.incidents i
             WHERE i.closed_at IS NULL
-              AND NOT EXISTS (SELECT FROM pg_temp.watch_now w WHERE w.kind = i.kind AND w.subject = i.subject)
+              AND NOT (i.kind || ' ' || i.subject = ANY (_seen))
             ORDER BY i.id LOOP
     INSERT INTO ops.alerts (kind, severity, symbol, account_id, message, details)
     VALUES (_i.kind, 'LOW', _i.symbol, _i.account_id,

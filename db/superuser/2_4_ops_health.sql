@@ -40,9 +40,11 @@ GRANT EXECUTE ON FUNCTION ops.job_schedulers() TO pgtrade_owner;
 COMMENT ON FUNCTION ops.job_schedulers() IS
   'Which database pg_cron serves, whether its launcher runs, and whether TimescaleDB''s job scheduler runs for this database. For ops.health; owner only.';
 
-INSERT INTO ops.superuser_objects (object, reason) VALUES
+INSERT INTO ops.superuser_objects (object, reason, exposed_reason) VALUES
   ('function ops.job_schedulers()',
-   'reads cron.database_name and the background workers in pg_stat_activity (superuser only) so health can tell whether the job schedulers run'),
+   'reads cron.database_name and the background workers in pg_stat_activity (superuser only) so health can tell whether the job schedulers run',
+   'SECURITY DEFINER: that is its purpose (a superuser''s read for pgtrade_owner); returns a database name and two booleans, takes no input; executable by pgtrade_owner only, no web role'),
   ('function ops.timescaledb_job_errors(timestamp with time zone)',
-   'reads _timescaledb_internal.bgw_job_stat_history (superuser only) so health can count and show failed runs of every TimescaleDB job')
+   'reads _timescaledb_internal.bgw_job_stat_history (superuser only) so health can count and show failed runs of every TimescaleDB job',
+   'SECURITY DEFINER: that is its purpose (a superuser''s read for pgtrade_owner); a fixed query of failed job runs since a time; executable by pgtrade_owner only, no web role (api.health drops the error texts)')
 ON CONFLICT (object) DO UPDATE SET reason = excluded.reason, exposed_reason = excluded.exposed_reason;
