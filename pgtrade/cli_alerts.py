@@ -199,7 +199,7 @@ def signals_cmd(symbols, model, since, limit, as_json) -> None:
 # ---------------------------------------------------------------------------------------------------- alerts
 @main.group()
 def alerts() -> None:
-    """Alerts (ops.alerts): HIGH and CRITICAL anomalies of live bars, and their delivery."""
+    """Alerts (ops.alerts): anomalies of live bars, failed jobs, stale data, drawdowns, rejection bursts."""
 
 
 def _alert_json(row: dict) -> str:
@@ -303,3 +303,20 @@ def alerts_follow(webhook, consumer, once, backoff, max_backoff, timeout, poll) 
             time.sleep(backoff or 1)
         except KeyboardInterrupt:
             return
+
+
+@alerts.command("ack")
+@click.argument("ids", nargs=-1, type=int)
+@click.option("--all", "all_", is_flag=True, help="Acknowledge every alert raised so far.")
+@user_errors
+def alerts_ack(ids, all_) -> None:
+    """Acknowledge alerts (seen by a person): health counts the unacknowledged ones by severity."""
+    if not ids and not all_:
+        raise PgtradeError("name the alerts to acknowledge (pgtrade alerts ack ID...) or give --all")
+    with connect() as conn:
+        n = conn.execute(
+            "SELECT ops.acknowledge_alerts(%s::bigint[],"
+            " CASE WHEN %s THEN (SELECT coalesce(max(id), 0) FROM ops.alerts) END)",
+            (list(ids) or None, all_),
+        ).fetchone()[0]
+    console.print(f"{n} alert(s) acknowledged")

@@ -258,3 +258,39 @@ def test_pg_cron_runs_the_watcher_and_alerts_follow_delivers_every_kind(db_url, 
         stale_inc = incidents(conn, "stale_data", f"{sym}/1m")
         assert job_inc[-1][2] and job_inc[-1][6] == "LOW"
         assert stale_inc[-1][2] and f"{sym} 1m is no longer fed (its feed ended)" in stale_inc[-1][7]
+
+
+def test_acknowledged_alerts_leave_the_open_count_of_health(db):
+    instrument(db, "WACK")
+    bars(db, "WACK", [(100, 100, 100, 100)] * 2, start=T0 - timedelta(minutes=1))
+    acc = account(db, "watch-ack", kind="live", clock=T0)
+    db.execute("SELECT trading.set_paused(%s, true)", (acc,))
+    for _ in range(5):
+        order(db, acc, "WACK", "buy", 1)
+
+    def open_medium() -> int:
+        return db.execute("SELECT (ops.health()->'alerts'->'open'->>'MEDIUM')::int").fetchone()[0]
+
+    before = open_medium()
+    watch(db)
+    [alert] = db.execute("SELECT id FROM ops.alerts WHERE account_id = %s", (acc,)).fetchone()
+    assert open_medium() == before + 1
+    assert db.execute("SELECT ops.acknowledge_alerts(ARRAY[%s]::bigint[])", (alert,)).fetchone()[0] == 1
+    assert db.execute("SELECT ops.acknowledge_alerts(ARRAY[%s]::bigint[])", (alert,)).fetchone()[0] == 0
+    assert open_medium() == before
+    with pytest.raises(psycopg.Error) as err, db.transaction():
+        db.execute("SELECT ops.acknowledge_alerts()")
+    assert err.value.sqlstate == "ML035"
+
+
+def test_alerts_ack_cli(db_url, monkeypatch):
+    monkeypatch.setenv("PGTRADE_DATABASE_URL", db_url)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        alert = conn.execute(
+            "INSERT INTO ops.alerts (kind, severity, message) VALUES ('test', 'LOW', 'ack me') RETURNING id"
+        ).fetchone()[0]
+        out = CliRunner().invoke(main, ["alerts", "ack", str(alert)])
+        assert out.exit_code == 0 and "1 alert(s) acknowledged" in out.output
+        assert conn.execute("SELECT acknowledged_at IS NOT NULL FROM ops.alerts WHERE id = %s", (alert,)).fetchone()[0]
+    bad = CliRunner().invoke(main, ["alerts", "ack"])
+    assert bad.exit_code == 1 and "name the alerts to acknowledge" in bad.output

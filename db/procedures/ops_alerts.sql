@@ -91,3 +91,29 @@ END
 $$;
 COMMENT ON FUNCTION ops.alert_delivered IS
   'Move the consumer''s cursor to an alert it delivered (in id order; ML033 if that would skip an undelivered alert); returns the cursor.';
+
+-- Acknowledge alerts: a person has seen them (pgtrade alerts ack). Health counts the open (unacknowledged) alerts by
+-- severity. Given ids, those alerts; given upto, every alert up to that id; an alert acknowledged before keeps its
+-- time. Returns how many were acknowledged now.
+CREATE OR REPLACE FUNCTION ops.acknowledge_alerts(ids bigint[] DEFAULT NULL, upto bigint DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  _n integer;
+BEGIN
+  IF acknowledge_alerts.ids IS NULL AND acknowledge_alerts.upto IS NULL THEN
+    RAISE EXCEPTION 'no alerts named' USING ERRCODE = 'ML035',
+      HINT = 'pass alert ids, or upto (every alert up to that id): pgtrade alerts ack ID... | --all';
+  END IF;
+  UPDATE ops.alerts a SET acknowledged_at = now()
+  WHERE a.acknowledged_at IS NULL
+    AND (a.id = ANY (acknowledge_alerts.ids) OR a.id <= acknowledge_alerts.upto);
+  GET DIAGNOSTICS _n = ROW_COUNT;
+  RETURN _n;
+END
+$$;
+REVOKE ALL ON FUNCTION ops.acknowledge_alerts(bigint[], bigint) FROM PUBLIC;
+COMMENT ON FUNCTION ops.acknowledge_alerts(bigint[], bigint) IS
+  'Mark alerts acknowledged (seen by a person): these ids, or every alert up to upto; ML035 when neither is given. Returns how many were acknowledged now.';

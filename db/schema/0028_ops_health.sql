@@ -99,3 +99,7 @@ COMMENT ON COLUMN trading.accounts.max_drawdown IS
 
 -- Rejection bursts: the rejected orders of an account in a recent window, by index.
 CREATE INDEX orders_rejected_by_account ON trading.orders (account_id, created_at) WHERE status = 'rejected';
+
+COMMENT ON TABLE ops.alerts IS
+  'Alerts, each also sent as NOTIFY pgtrade_alerts {id, kind, severity, symbol}: HIGH/CRITICAL anomalies of live bars (kind anomaly) and the watcher''s incidents (job_failed, stale_data, drawdown, rejection_burst; a LOW alert of the same kind when one is resolved).';
+COMMENT ON COLUMN ops.alerts.acknowledged_at IS 'When a person acknowledged the alert (pgtrade alerts ack); NULL: open.';
