@@ -175,11 +175,14 @@ def test_pg_cron_runs_the_watcher_and_alerts_follow_delivers_every_kind(db_url, 
             conn.execute("SELECT cron.schedule(%s, '* * * * *', 'SELECT 1/0')", (job,))
         feed = None
         try:
-            # a fed crypto symbol whose bars stopped 10 minutes ago
-            _crypto(conn, sym)
+            # a feed of two crypto symbols whose bars stopped 10 minutes ago
             now = conn.execute("SELECT date_bin('1 minute', now(), '2000-01-03')").fetchone()[0]
-            bars(conn, sym, [(100, 100, 100, 100)] * 3, start=now - timedelta(minutes=12))
-            feed = conn.execute("SELECT ops.feed_started('test', ARRAY[%s], '1m', 1, 'test')", (sym,)).fetchone()[0]
+            for s in (sym, sym + "B"):
+                _crypto(conn, s)
+                bars(conn, s, [(100, 100, 100, 100)] * 3, start=now - timedelta(minutes=12))
+            feed = conn.execute(
+                "SELECT ops.feed_started('test', ARRAY[%s, %s], '1m', 1, 'test')", (sym, sym + "B")
+            ).fetchone()[0]
             # a live wall-clock account trading another symbol: bought at 100, marked at 50 by this minute's forming
             # bar (drawdown 25% > its 20% default limit), then paused and sent 5 orders (a rejection burst)
             dd = f"WDD{tag}"
@@ -198,7 +201,7 @@ def test_pg_cron_runs_the_watcher_and_alerts_follow_delivers_every_kind(db_url, 
 
             subjects = {
                 "job_failed": f"pg_cron:{job}",
-                "stale_data": f"{sym}/1m",
+                "stale_data": f"feed:{feed}",
                 "drawdown": f"account:{acc}",
                 "rejection_burst": f"account:{acc}",
             }
@@ -236,8 +239,10 @@ def test_pg_cron_runs_the_watcher_and_alerts_follow_delivers_every_kind(db_url, 
             assert got["job_failed"]["message"].startswith(f"pg_cron job {job} failed: ")
             assert "division by zero" in got["job_failed"]["details"]["error"]
             assert (
-                got["stale_data"]["symbol"] == sym
-                and f"stale data: {sym} 1m has no new bar for" in got["stale_data"]["message"]
+                got["stale_data"]["symbol"] is None
+                and f"stale data: 2 series of feed {feed} (test, 1m) have no new bar for"
+                in got["stale_data"]["message"]
+                and f": {sym}, {sym}B (last bar" in got["stale_data"]["message"]
             )
             assert (
                 got["drawdown"]["account_id"] == acc
@@ -255,9 +260,9 @@ def test_pg_cron_runs_the_watcher_and_alerts_follow_delivers_every_kind(db_url, 
                 conn.execute("SELECT ops.feed_ended(%s, 'test cleanup')", (feed,))
         watch(conn)
         job_inc = incidents(conn, "job_failed", f"pg_cron:{job}")
-        stale_inc = incidents(conn, "stale_data", f"{sym}/1m")
+        stale_inc = incidents(conn, "stale_data", f"feed:{feed}")
         assert job_inc[-1][2] and job_inc[-1][6] == "LOW"
-        assert stale_inc[-1][2] and f"{sym} 1m is no longer fed (its feed ended)" in stale_inc[-1][7]
+        assert stale_inc[-1][2] and f"feed {feed} (test): its series are no longer fed by it" in stale_inc[-1][7]
 
 
 def test_acknowledged_alerts_leave_the_open_count_of_health(db):
@@ -294,3 +299,31 @@ def test_alerts_ack_cli(db_url, monkeypatch):
         assert conn.execute("SELECT acknowledged_at IS NOT NULL FROM ops.alerts WHERE id = %s", (alert,)).fetchone()[0]
     bad = CliRunner().invoke(main, ["alerts", "ack"])
     assert bad.exit_code == 1 and "name the alerts to acknowledge" in bad.output
+
+
+def test_a_stale_feed_is_one_incident_whatever_number_of_its_series_go_stale(db):
+    now = db.execute("SELECT date_bin('1 minute', now(), '2000-01-03')").fetchone()[0]
+    for s, n in (("WSA", 3), ("WSB", 13)):  # WSA's last bar opened 10 minutes ago, WSB's this minute
+        _crypto(db, s)
+        bars(db, s, [(100, 100, 100, 100)] * n, start=now - timedelta(minutes=12))
+    feed = db.execute("SELECT ops.feed_started('test-src', ARRAY['WSA', 'WSB'], '1m', 1, 'test')").fetchone()[0]
+    watch(db)
+    [inc] = incidents(db, "stale_data", f"feed:{feed}")
+    assert inc[3] == "HIGH" and inc[4].startswith("stale data: WSA 1m has no new bar for 00:09:")
+    assert inc[4].endswith(
+        f"(last bar {(now - timedelta(minutes=10)).strftime('%Y-%m-%d %H:%M')} UTC; feed {feed}, test-src)"
+    )
+    assert db.execute("SELECT symbol FROM ops.alerts WHERE id = (SELECT alert_id FROM ops.incidents WHERE id = %s)",
+                      (inc[0],)).fetchone()[0] == "WSA"  # fmt: skip
+    # the other series of the feed goes stale too: the same incident, its figures updated, no second alert
+    db.execute("DELETE FROM market.bars WHERE symbol = 'WSB' AND ts > %s", (now - timedelta(minutes=6),))
+    watch(db)
+    [inc] = incidents(db, "stale_data", f"feed:{feed}")
+    assert inc[1] == 2 and not inc[2]
+    details = db.execute("SELECT details FROM ops.incidents WHERE id = %s", (inc[0],)).fetchone()[0]
+    assert details["symbols"] == ["WSA", "WSB"] and details["stale"] == 2
+    # the feed ends as asked: nothing is expected of it any more
+    db.execute("SELECT ops.feed_ended(%s, 'duration')", (feed,))
+    watch(db)
+    [inc] = incidents(db, "stale_data", f"feed:{feed}")
+    assert inc[2] and inc[6] == "LOW" and "its series are no longer fed by it" in inc[7]

@@ -6,7 +6,8 @@
 
 -- The conditions, each rule in one place:
 --   job_failed      HIGH      a pg_cron or TimescaleDB job whose last finished run failed (ops.job_health)
---   stale_data      HIGH      a live-fed series that is stale (ops.data_freshness, the health rule)
+--   stale_data      HIGH      live-fed series that are stale (ops.data_freshness, the health rule), one incident
+--                             per feed (a dead feed is one thing to fix, however many symbols it fed)
 --   drawdown        CRITICAL  a live account whose latest portfolio snapshot (trading.portfolio_snapshots, every
 --                             minute) is max_drawdown or more below its peak
 --   rejection_burst MEDIUM    a live account with rejection_burst or more orders rejected within rejection_window
@@ -34,13 +35,24 @@ BEGIN
   FROM ops.job_health() j
   WHERE j.failing;
   RETURN QUERY
-  SELECT 'stale_data'::text, f.symbol || '/' || f."interval", 'HIGH'::text, f.symbol, NULL::bigint,
-         ops.stale_message(f.symbol, f."interval", f.last_ts, f.age, f.feed_id, f.source),
-         jsonb_build_object('interval', f."interval", 'last_ts', f.last_ts, 'last_arrival', f.last_arrival,
-                            'age_s', round(extract(epoch FROM f.age)), 'feed_id', f.feed_id, 'source', f.source,
-                            'speed', f.speed)
-  FROM ops.data_freshness(false) f
-  WHERE f.expected AND f.stale;
+  -- one incident per feed: a feed that dies makes all its series stale at once, and that is one thing to fix
+  SELECT 'stale_data'::text, 'feed:' || g.feed_id, 'HIGH'::text, CASE WHEN g.n = 1 THEN g.symbols[1] END,
+         NULL::bigint,
+         CASE WHEN g.n = 1
+              THEN ops.stale_message(g.symbols[1], g.iv, g.last_ts, g.age, g.feed_id, g.source)
+              ELSE format('stale data: %s series of feed %s (%s, %s) have no new bar for %s or more: %s (last bar %s)',
+                          g.n, g.feed_id, g.source, g.iv, date_trunc('second', g.age),
+                          array_to_string(g.symbols[1:20], ', ') || CASE WHEN g.n > 20 THEN ', ...' ELSE '' END,
+                          coalesce(to_char(g.last_ts AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI "UTC"'), 'none yet'))
+         END,
+         jsonb_build_object('feed_id', g.feed_id, 'source', g.source, 'interval', g.iv, 'symbols', to_jsonb(g.symbols),
+                            'stale', g.n, 'last_ts', g.last_ts, 'age_s', round(extract(epoch FROM g.age)),
+                            'speed', g.speed)
+  FROM (SELECT f.feed_id, min(f.source) AS source, min(f."interval") AS iv, min(f.speed) AS speed, count(*)::int AS n,
+               array_agg(f.symbol ORDER BY f.symbol) AS symbols, max(f.last_ts) AS last_ts, min(f.age) AS age
+        FROM ops.data_freshness(false) f
+        WHERE f.expected AND f.stale
+        GROUP BY f.feed_id) g;
   RETURN QUERY
   SELECT 'drawdown'::text, 'account:' || a.id, 'CRITICAL'::text, NULL::text, a.id,
          format('account %s: drawdown %s%% is beyond its limit %s%% (value %s, peak %s at %s)', a.name,
@@ -71,7 +83,7 @@ END
 $$;
 REVOKE ALL ON FUNCTION ops.watch_conditions() FROM PUBLIC;
 COMMENT ON FUNCTION ops.watch_conditions() IS
-  'The conditions the watcher alerts on now: failed jobs (HIGH), stale live-fed series (HIGH), live accounts beyond their drawdown limit (CRITICAL), rejection bursts (MEDIUM); each with its subject, message and figures.';
+  'The conditions the watcher alerts on now: failed jobs (HIGH), stale live-fed series by feed (HIGH), live accounts beyond their drawdown limit (CRITICAL), rejection bursts (MEDIUM); each with its subject, message and figures.';
 
 -- One run of the watcher: open an incident (and raise its alert) for each new condition, keep the open ones that
 -- persist (last_seen_at, checks, the latest message and figures; no alert), close those that cleared (a LOW
@@ -114,10 +126,10 @@ BEGIN
                    CASE _i.kind
                      WHEN 'job_failed' THEN format('job %s no longer failing (its last run succeeded, or it was removed)',
                                                    coalesce(_i.details->>'job_id', _i.details->>'job'))
-                     WHEN 'stale_data' THEN format('%s %s %s', _i.symbol, _i.details->>'interval',
-                       CASE WHEN EXISTS (SELECT FROM ops.fed_series s WHERE s.symbol = _i.symbol
-                                                                        AND s."interval" = _i.details->>'interval')
-                            THEN 'is fresh again' ELSE 'is no longer fed (its feed ended)' END)
+                     WHEN 'stale_data' THEN format('feed %s (%s): %s', _i.details->>'feed_id', _i.details->>'source',
+                       CASE WHEN EXISTS (SELECT FROM ops.fed_series s WHERE s.feed_id = (_i.details->>'feed_id')::bigint)
+                            THEN 'its series are fresh again'
+                            ELSE 'its series are no longer fed by it (it ended, or a new feed took them over)' END)
                      WHEN 'drawdown' THEN format('account %s is back within its drawdown limit', _i.details->>'account')
                      ELSE format('account %s: rejections back under the burst threshold', _i.details->>'account')
                    END),
