@@ -133,8 +133,9 @@ BEGIN
                      WHEN 'drawdown' THEN format('account %s is back within its drawdown limit', _i.details->>'account')
                      ELSE format('account %s: rejections back under the burst threshold', _i.details->>'account')
                    END),
-            jsonb_build_object('resolved', true, 'incident_id', _i.id, 'alert_id', _i.alert_id,
-                               'opened_at', _i.opened_at, 'checks', _i.checks))
+            -- what was resolved (the incident's last figures), and that it is a resolution
+            _i.details || jsonb_build_object('resolved', true, 'subject', _i.subject, 'incident_id', _i.id,
+                                             'alert_id', _i.alert_id, 'opened_at', _i.opened_at, 'checks', _i.checks))
     RETURNING id INTO _alert;
     UPDATE ops.incidents i SET closed_at = now(), resolved_alert_id = _alert WHERE i.id = _i.id;
     _closed := _closed + 1;
