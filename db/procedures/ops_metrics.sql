@@ -31,7 +31,7 @@ AS $$
   GROUP BY k.state
 $$;
 COMMENT ON FUNCTION ops.metrics_connections IS
-  'Metric pgtrade_connections_connections{state}: client connections to the server (every database) by pg_stat_activity state.';
+  'Metric pgtrade_connections{state}: client connections to the server (every database) by pg_stat_activity state.';
 
 CREATE OR REPLACE FUNCTION ops.metrics_database()
 RETURNS TABLE (xact_commit bigint, xact_rollback bigint, blks_hit bigint, blks_read bigint,
@@ -211,7 +211,7 @@ AS $$
   GROUP BY a.name, o.status
 $$;
 COMMENT ON FUNCTION ops.metrics_orders IS
-  'Metric pgtrade_orders_orders{account,status}: orders of each live account by status (trading.orders; an order moves between statuses, so a gauge).';
+  'Metric pgtrade_orders_count{account,status}: orders of each live account by status (trading.orders; an order moves between statuses, so a gauge).';
 
 CREATE OR REPLACE FUNCTION ops.metrics_fills()
 RETURNS TABLE (account text, total bigint, value_total numeric, commission_total numeric)
