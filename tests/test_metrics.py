@@ -17,6 +17,7 @@ from ml_support import register_model, toy_model, walk
 from trading_support import account, instrument, order
 
 from pgtrade.ingest import Bar, Unparsed, ingest_batch
+from pgtrade.migrate import migrate
 
 METRIC_FUNCTIONS = [
     "connections",
@@ -226,12 +227,28 @@ def test_system_metrics_equal_the_statistics_views(db, seeded):
         ).fetchone()[0]
     )
     assert compressed >= 1 and ratio == pytest.approx(before / after) and 0 < biggest <= size
+    for name, row in got.items():  # the size is TimescaleDB's own total
+        rel = name if name == "market.bars" else _materialization(db, name)
+        assert (
+            row[3] == db.execute("SELECT total_bytes FROM hypertable_detailed_size(%s::regclass)", (rel,)).fetchone()[0]
+        )
 
 
-def test_statement_latency_names_the_key_procedures(db_url):
+def _materialization(db, view: str) -> str:
+    schema, name = view.split(".")
+    return db.execute(
+        "SELECT format('%%I.%%I', materialization_hypertable_schema, materialization_hypertable_name)"
+        " FROM timescaledb_information.continuous_aggregates WHERE view_schema = %s AND view_name = %s",
+        (schema, name),
+    ).fetchone()[0]
+
+
+def test_statement_latency_names_the_key_procedures(scratch_db):
     """Committed calls (pg_stat_statements counts a statement when it ends): place_order through the API's
-    function, ingest, the closed-bars step the bar trigger runs (a nested statement), and a backtest."""
-    with psycopg.connect(db_url, autocommit=True) as conn:
+    function, ingest, the closed-bars step the bar trigger runs (a nested statement), and a backtest. In a database
+    of its own: the seed commits, and the statistics are per database."""
+    with psycopg.connect(scratch_db, autocommit=True) as conn:
+        migrate(conn)
         before = dict(
             ((p, t), c) for p, t, c in conn.execute("SELECT procedure, toplevel, calls FROM ops.metrics_statements()")
         )

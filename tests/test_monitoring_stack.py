@@ -36,6 +36,7 @@ from pgtrade.migrate import migrate
 ROOT = Path(__file__).resolve().parent.parent
 QUERIES = ROOT / "docker" / "postgres_exporter" / "queries.yaml"
 PROMETHEUS_DIR = ROOT / "docker" / "prometheus"
+DOCS = ROOT / "docs" / "operations.md"
 DASHBOARDS = sorted((ROOT / "docker" / "grafana" / "dashboards").glob("*.json"))
 EXPORTER = shutil.which("prometheus-postgres-exporter") or "/usr/bin/prometheus-postgres-exporter"
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
@@ -216,19 +217,26 @@ def test_the_exporter_runs_every_query_and_types_every_metric_as_declared(stack)
     assert re.search(r"^pg_exporter_last_scrape_error 0$", text, re.M)
     assert re.search(r"^pg_exporter_user_queries_load_error\{[^}]*\} 0$", text, re.M), "queries.yaml did not load"
     types = dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M))
+    declared: dict[str, str] = {}
     for namespace, query in _queries().items():
+        # the function it calls is one of the monitor's
+        assert re.search(r"FROM ops\.metrics_[a-z_]+\(\)", query["query"]), namespace
         for column in query["metrics"]:
             ((col, spec),) = column.items()
             if spec["usage"] == "LABEL":
                 continue
             metric = f"{namespace}_{col}"
+            declared[metric] = spec["usage"].lower()
+            # Prometheus's naming rule: counters, and only counters, end in _total
+            assert (spec["usage"] == "COUNTER") == metric.endswith("_total"), metric
             if namespace in EMPTY_WITHOUT_REPLICA:
                 assert metric not in types
                 continue
             assert types.get(metric) == spec["usage"].lower(), metric
             assert re.search(rf"^{metric}\{{", text, re.M), f"{metric}: no series"
-        # the function it calls is one of the monitor's (and exists)
-        assert re.search(r"FROM ops\.metrics_[a-z_]+\(\)", query["query"]), namespace
+    # docs/operations.md, "Metrics", has one row for each metric, with its type
+    documented = dict(re.findall(r"^\| `(pgtrade_[a-z_]+)` \| (counter|gauge) \|", DOCS.read_text(), re.M))
+    assert documented == declared
 
 
 def test_prometheus_reads_back_what_sql_says(stack):
@@ -316,10 +324,20 @@ def _panel_queries() -> list[tuple[str, str, str, str]]:
     for path in DASHBOARDS:
         board = json.loads(path.read_text())
         for panel in board["panels"]:
+            uids = {(panel.get("datasource") or {}).get("uid")}
             for target in panel["targets"]:
-                uid = (target.get("datasource") or panel.get("datasource") or {}).get("uid")
-                out.append((path.name, panel["title"], target["expr"], uid))
+                uids.add((target.get("datasource") or {}).get("uid"))
+                out.append((path.name, panel["title"], target["expr"], "/".join(sorted(map(str, uids)))))
+        for var in board["templating"]["list"]:
+            out.append((path.name, f"variable {var['name']}", _variable_query(var), var["datasource"]["uid"]))
     return out
+
+
+def _variable_query(var: dict) -> str:
+    """A label_values(metric, label) variable as the query Prometheus answers: the metric itself."""
+    m = re.fullmatch(r"label_values\((\w+), *(\w+)\)", var["query"]["query"])
+    assert m, var
+    return m[1]
 
 
 def _expand(expr: str) -> str:
