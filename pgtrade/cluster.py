@@ -37,7 +37,11 @@ SUPERUSER = "postgres"
 def _server_settings(dbname: str) -> dict[str, str]:
     """The postgresql.conf settings pgtrade needs; the one place they are chosen."""
     return {
-        "shared_preload_libraries": "'timescaledb,pg_cron'",
+        "shared_preload_libraries": "'timescaledb,pg_cron,pg_stat_statements'",
+        # latency of the key procedures (ops.metrics_statements): nested statements too, so the closed-bars step
+        # that the ingest trigger runs shows on its own (see docs/operations.md, Metrics, for its measured cost)
+        "pg_stat_statements.track": "'all'",
+        "pg_stat_statements.max": "10000",
         "timescaledb.telemetry_level": "off",
         "timescaledb.max_background_workers": "8",
         # TimescaleDB's scheduler, pg_cron's workers and parallel query share this pool (8 is too few).

@@ -33,6 +33,9 @@ BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'authenticator') THEN
     CREATE ROLE authenticator LOGIN NOINHERIT;
   END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'pgtrade_monitor') THEN
+    CREATE ROLE pgtrade_monitor LOGIN;
+  END IF;
 END
 $$;
 
@@ -63,3 +66,12 @@ COMMENT ON ROLE web_anon IS 'pgtrade API: anonymous requests (market data and he
 COMMENT ON ROLE trader IS 'pgtrade API: a trader, restricted to the account named by the JWT claim "account"';
 COMMENT ON ROLE pgtrade_admin IS 'pgtrade API: administrator, every account';
 COMMENT ON ROLE authenticator IS 'pgtrade API: the login role of PostgREST (switches to web_anon, trader or pgtrade_admin)';
+
+-- pgtrade_monitor: the login of the Prometheus exporter (docker/postgres_exporter). A member of pg_monitor (the
+-- server's statistics views, other sessions' states and query texts included) that executes the ops.metrics_*
+-- functions (db/procedures/ops_metrics.sql) and reads no table of pgtrade. Its password is not set here (migrate
+-- re-asserts this file): the docker entry point sets it from $PGTRADE_MONITOR_PASSWORD, like authenticator's.
+ALTER ROLE pgtrade_monitor LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEROLE NOCREATEDB NOREPLICATION INHERIT;
+GRANT pg_monitor TO pgtrade_monitor;
+ALTER ROLE pgtrade_monitor SET statement_timeout = '10s';
+COMMENT ON ROLE pgtrade_monitor IS 'pgtrade metrics: the Prometheus exporter''s login (member of pg_monitor; executes ops.metrics_* only)';
