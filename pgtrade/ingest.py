@@ -6,6 +6,7 @@ records rejects and upserts, all in one transaction. The rules live in SQL; this
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import math
 import threading
@@ -325,7 +326,8 @@ def _run(
         extra = [psycopg.connect(conn.info.dsn, password=conn.info.password) for _ in range(workers - 1)]
         try:
             with ThreadPoolExecutor(max_workers=workers) as pool:
-                for future in [pool.submit(drain, c) for c in (conn, *extra)]:
+                # each worker runs in a copy of this context: log lines keep the run_id of the load (pgtrade.logs)
+                for future in [pool.submit(contextvars.copy_context().run, drain, c) for c in (conn, *extra)]:
                     report.merge(future.result())
         finally:
             for c in extra:

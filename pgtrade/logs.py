@@ -81,6 +81,10 @@ def json_enabled() -> bool:
 
 def event(logger: logging.Logger, name: str, level: int = logging.INFO, /, **fields) -> None:
     """Log the event ``name`` with its fields (they become keys of the JSON line)."""
+    # Logging left unconfigured (the CLI without --log-json): Python's last-resort handler would print the bare event
+    # name of a warning; the human output says it in its own words, so the event is dropped.
+    if not _json_enabled and not logging.getLogger().handlers:
+        return
     if logger.isEnabledFor(level):
         logger.log(level, name, extra={"fields": fields})
 

@@ -310,6 +310,7 @@ def test_entrypoint_prepares_the_cluster_then_serves_in_the_foreground(tmp_path)
         "POSTGRES_DB": "pgtrade_docker",
         "POSTGRES_PASSWORD": "pw-first",
         "PGRST_AUTHENTICATOR_PASSWORD": "auth",
+        "PGTRADE_MONITOR_PASSWORD": "mon",
     }
     url = f"postgresql://postgres:pw-first@127.0.0.1:{port}/pgtrade_docker"
     try:
@@ -339,6 +340,10 @@ def test_entrypoint_prepares_the_cluster_then_serves_in_the_foreground(tmp_path)
             url_auth = f"postgresql://authenticator:auth@127.0.0.1:{port}/pgtrade_docker"
             with psycopg.connect(url_auth) as conn:
                 assert conn.execute("SELECT current_user").fetchone()[0] == "authenticator"
+            # postgres_exporter's login, as the compose file gives it (DATA_SOURCE_USER/PASS)
+            assert "password of role pgtrade_monitor set from PGTRADE_MONITOR_PASSWORD" in out
+            with psycopg.connect(f"postgresql://pgtrade_monitor:mon@127.0.0.1:{port}/pgtrade_docker") as conn:
+                assert conn.execute("SELECT current_user").fetchone()[0] == "pgtrade_monitor"
             psycopg.connect(url).close()  # the volume's password stays
         finally:
             assert _stop(proc) == 0
