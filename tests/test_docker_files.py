@@ -452,6 +452,9 @@ def test_every_service_is_pinned_published_on_loopback_health_checked_and_ordere
                 assert "healthcheck" in services[dep] or dep == "db", f"{name} waits on {dep}, which has no check"
         long_running = "profiles" not in svc and svc.get("restart") != "no"
         assert ("healthcheck" in svc) == long_running, f"{name}: health check on every long-running service"
+        if long_running:
+            check = svc["healthcheck"]
+            assert check["test"][0] in ("CMD", "CMD-SHELL") and not check.get("disable"), f"{name}: a real check"
         for vol in svc.get("volumes", []):
             source = vol.split(":", 1)[0]
             if not source.startswith("."):
