@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,10 +11,12 @@ import psycopg
 
 from pgtrade.errors import PgtradeError
 from pgtrade.ingest import IngestReport
+from pgtrade.logs import event
 
 from .csv_loader import load_csv
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+log = logging.getLogger("pgtrade.loaders.sample")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,6 +78,9 @@ def load_sample(
             conn, data_dir / series.file, symbol=series.symbol, interval=series.interval, source=f"sample:{series.file}"
         )
         report.merge(part)
+        event(
+            log, "sample.series", symbol=series.symbol, interval=series.interval, file=series.file, **vars(part.total)
+        )
         if progress:
             progress(series, part)
     return report

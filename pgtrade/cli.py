@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import shutil
 import sys
@@ -15,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import cluster as cluster_mod
+from . import logs
 from .db import connect, database_url, external_server, redact
 from .errors import PgtradeError
 
@@ -22,6 +24,7 @@ from .errors import PgtradeError
 _width = None if sys.stdout.isatty() else shutil.get_terminal_size((160, 24)).columns
 console = Console(width=_width)
 err_console = Console(stderr=True, width=_width)
+_log = logging.getLogger("pgtrade.cli")
 
 
 def user_errors(fn):
@@ -32,7 +35,10 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except PgtradeError as exc:
-            err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            if logs.json_enabled():
+                logs.event(_log, "error", logging.ERROR, message=str(exc))
+            else:
+                err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
             sys.exit(1)
         except psycopg.Error as exc:
             diag = exc.diag
@@ -41,7 +47,18 @@ def user_errors(fn):
                 parts.append(f"detail: {diag.message_detail}")
             if diag.message_hint:
                 parts.append(f"hint: {diag.message_hint}")
-            err_console.print(f"[red]database error:[/red] {'; '.join(parts)}", highlight=False, soft_wrap=True)
+            if logs.json_enabled():
+                logs.event(
+                    _log,
+                    "database_error",
+                    logging.ERROR,
+                    sqlstate=diag.sqlstate,
+                    message=diag.message_primary or str(exc).strip(),
+                    detail=diag.message_detail,
+                    hint=diag.message_hint,
+                )
+            else:
+                err_console.print(f"[red]database error:[/red] {'; '.join(parts)}", highlight=False, soft_wrap=True)
             sys.exit(1)
 
     return wrapper
@@ -53,11 +70,25 @@ def emit_json(obj) -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="pgtrade")
-def main() -> None:
+@click.option(
+    "--log-json",
+    is_flag=True,
+    envvar="PGTRADE_LOG_JSON",
+    help="Log events (loads, feed sessions, batches, retries, errors) to stderr as one JSON object per line "
+    "(level: $PGTRADE_LOG_LEVEL, default INFO). Also set by PGTRADE_LOG_JSON=1.",
+)
+@click.pass_context
+def main(ctx: click.Context, log_json: bool) -> None:
     """pgtrade: an algorithmic trading platform (simulation) whose logic lives in PostgreSQL + TimescaleDB.
 
     Every command uses $PGTRADE_DATABASE_URL when it is set, else the project-local cluster (pgtrade db up).
     """
+    try:
+        logs.setup(log_json)
+    except PgtradeError as exc:
+        raise click.UsageError(str(exc)) from None
+    if log_json:
+        logs.event(_log, "command", command=ctx.invoked_subcommand, argv=sys.argv[1:])
 
 
 # ---------------------------------------------------------------------------------------------------- db
@@ -216,14 +247,16 @@ def load_sample_cmd(symbols: str | None, as_json: bool) -> None:
 
     chosen = [s.strip().upper() for s in symbols.split(",")] if symbols else None
     series = [s for s in manifest() if not chosen or s.symbol in chosen]
-    with connect() as conn:
-        with _progress(as_json) as progress:
-            task = progress.add_task("sample", total=sum(s.rows for s in series))
-            report = load_sample(
-                conn,
-                symbols=chosen,
-                progress=lambda s, part: progress.update(task, advance=s.rows, description=s.symbol),
-            )
+    with logs.ingest_run(database_url(), kind="load", source="sample", symbols=[s.symbol for s in series]) as run:
+        with connect() as conn:
+            with _progress(as_json) as progress:
+                task = progress.add_task("sample", total=sum(s.rows for s in series))
+                report = load_sample(
+                    conn,
+                    symbols=chosen,
+                    progress=lambda s, part: progress.update(task, advance=s.rows, description=s.symbol),
+                )
+        logs.record_report(run, report)
     print_report(report, "sample data loaded", as_json)
 
 
@@ -253,22 +286,25 @@ def load_csv_cmd(
     """Load an OHLCV CSV file (plain or .gz; common header spellings and date formats)."""
     from loaders.csv_loader import load_csv
 
+    source = f"csv:{os.path.basename(path)}"
     with connect() as conn:
         conn.execute("SELECT market.interval_step(%s)", (interval,))  # one clear error for an unknown interval
         conn.commit()
-        with _progress(as_json) as progress:
-            task = progress.add_task(os.path.basename(path), total=None)
-            report = load_csv(
-                conn,
-                path,
-                symbol=symbol,
-                interval=interval,
-                tz=tz,
-                source=f"csv:{os.path.basename(path)}",
-                auto_register=auto_register,
-                asset_class=asset_class,
-                on_batch=lambda n: progress.update(task, advance=n),
-            )
+        with logs.ingest_run(database_url(), kind="load", source=source, symbols=[symbol] if symbol else []) as run:
+            with _progress(as_json) as progress:
+                task = progress.add_task(os.path.basename(path), total=None)
+                report = load_csv(
+                    conn,
+                    path,
+                    symbol=symbol,
+                    interval=interval,
+                    tz=tz,
+                    source=source,
+                    auto_register=auto_register,
+                    asset_class=asset_class,
+                    on_batch=lambda n: progress.update(task, advance=n),
+                )
+            logs.record_report(run, report)
     print_report(report, f"{path} loaded", as_json)
 
 
@@ -287,7 +323,7 @@ class _NoProgress:
 
 
 def _progress(quiet: bool):
-    if quiet or not sys.stderr.isatty():
+    if quiet or logs.json_enabled() or not sys.stderr.isatty():
         return _NoProgress()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime, time
 import click
 from rich.table import Table
 
+from . import logs
 from .cli import console, emit_json, load, main, print_report, user_errors
 from .db import connect, database_url
 from .errors import PgtradeError
@@ -70,15 +71,17 @@ def load_yfinance_cmd(symbols, start, end, asset_class, as_json, interval) -> No
     """Load Yahoo Finance bars (unadjusted) through the ingest path; NaN rows are recorded as rejects."""
     from loaders.yfinance_loader import load_yfinance
 
-    with connect() as conn:
+    syms = _symbols(symbols)
+    with logs.ingest_run(database_url(), kind="load", source="yfinance", symbols=syms) as run, connect() as conn:
         report = load_yfinance(
             conn,
-            _symbols(symbols),
+            syms,
             start=_when(start, "start"),
             end=_when(end, "end"),
             interval=interval,
             asset_class=asset_class,
         )
+        logs.record_report(run, report)
     print_report(report, "yfinance bars loaded", as_json)
 
 
@@ -104,16 +107,18 @@ def load_alpaca_cmd(symbols, start, end, asset_class, as_json, interval, feed) -
     from loaders.alpaca_loader import credentials, load_alpaca
 
     credentials()  # fail with one line before touching the database
-    with connect() as conn:
+    syms = _symbols(symbols)
+    with logs.ingest_run(database_url(), kind="load", source="alpaca", symbols=syms) as run, connect() as conn:
         report = load_alpaca(
             conn,
-            _symbols(symbols),
+            syms,
             start=_when(start, "start"),
             end=_when(end, "end"),
             interval=interval,
             feed=feed,
             asset_class=asset_class,
         )
+        logs.record_report(run, report)
     print_report(report, "alpaca bars loaded", as_json)
 
 
@@ -230,13 +235,18 @@ def stream_cmd(
         ).fetchone()[0]
     previous = signal.signal(signal.SIGTERM, lambda *_: stream.stop())
     try:
-        stats = stream.run()
+        with logs.ingest_run(database_url(), kind="stream", source=stream.source_name, symbols=cfg.symbols) as run:
+            stats = stream.run()
+            summary = stats.summary()
+            run.set_counts(**{k: summary[k] for k in logs.COUNTS})
+            run.detail = {k: v for k, v in summary.items() if k not in logs.COUNTS}
+            if summary["stopped_by"] == "interrupted":
+                run.status = "interrupted"
     finally:
         signal.signal(signal.SIGTERM, previous)
     if stats.stopped_by in ("duration", "max-bars", "source exhausted", "stop", "interrupted"):
         with connect(autocommit=True) as conn:
             conn.execute("SELECT ops.feed_ended(%s::bigint, %s::text)", (feed_id, stats.stopped_by))
-    summary = stats.summary()
     if as_json:
         emit_json(summary)
         return

@@ -6,6 +6,8 @@ records rejects and upserts, all in one transaction. The rules live in SQL; this
 
 from __future__ import annotations
 
+import contextvars
+import logging
 import math
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -18,6 +20,9 @@ from itertools import islice
 import psycopg
 from psycopg.types.json import Jsonb
 
+from .logs import event
+
+log = logging.getLogger("pgtrade.ingest")
 Number = Decimal | float | int | str
 
 
@@ -276,7 +281,13 @@ def ingest_csv_batch(
             report.per_symbol[symbol] = SymbolCounts(inserted=ins, updated=upd, unchanged=unch, rejected=rej)
             if lo is not None:
                 report.merge(IngestReport(minute_span=(lo, hi)))
+    _log_batch(source, batch.lines, report, first_line=batch.first_line)
     return report
+
+
+def _log_batch(source: str, rows: int, report: IngestReport, **fields) -> None:
+    """One ``ingest.batch`` event (DEBUG) per committed batch, with its counts."""
+    event(log, "ingest.batch", logging.DEBUG, source=source, rows=rows, **vars(report.total), **fields)
 
 
 def _run(
@@ -315,7 +326,8 @@ def _run(
         extra = [psycopg.connect(conn.info.dsn, password=conn.info.password) for _ in range(workers - 1)]
         try:
             with ThreadPoolExecutor(max_workers=workers) as pool:
-                for future in [pool.submit(drain, c) for c in (conn, *extra)]:
+                # each worker runs in a copy of this context: log lines keep the run_id of the load (pgtrade.logs)
+                for future in [pool.submit(contextvars.copy_context().run, drain, c) for c in (conn, *extra)]:
                     report.merge(future.result())
         finally:
             for c in extra:
@@ -353,6 +365,7 @@ def ingest_batch(
     if direct and _well_formed(batch, rows):
         report = _direct(conn, rows, source, feed_now)
         if report is not None:
+            _log_batch(source, len(rows), report, path="direct")
             return report
     report = IngestReport()
     with conn.transaction(), conn.cursor() as cur:
@@ -368,6 +381,7 @@ def ingest_batch(
         cur.execute("SELECT * FROM market.ingest_staged(%s, %s, %s)", (source, auto_register, asset_class))
         for symbol, ins, upd, unch, rej in cur.fetchall():
             report.per_symbol[symbol] = SymbolCounts(inserted=ins, updated=upd, unchanged=unch, rejected=rej)
+    _log_batch(source, len(rows), report, path="staged")
     return report
 
 

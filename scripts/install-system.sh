@@ -19,8 +19,12 @@ apt-get install -y -qq --no-install-recommends \
   postgresql-15 postgresql-client-15 postgresql-15-cron postgresql-plpython3-15 postgresql-15-pgtap \
   postgresql-15-plpgsql-check \
   python3 python3-venv python3-dev ca-certificates chromium >/dev/null
-# the compose file's monitoring services, run natively by tests/test_monitoring_stack.py (Debian's builds)
-apt-get install -y -qq --no-install-recommends prometheus prometheus-postgres-exporter >/dev/null
+# Tools the tests run the compose stack's pieces with (tests/test_docker_files.py): Debian's docker-compose (v1, a
+# real compose implementation), busybox (the wget of the monitoring images' health checks), Prometheus and its
+# PostgreSQL exporter. Not in the db image, whose Dockerfile sets PGTRADE_DB_IMAGE=1.
+if [ -z "${PGTRADE_DB_IMAGE:-}" ]; then
+  apt-get install -y -qq --no-install-recommends docker-compose busybox prometheus prometheus-postgres-exporter >/dev/null
+fi
 
 # TimescaleDB: the build shipped beside the project (developers' machines, CI), else Timescale's own apt repository.
 shared_tsdb="${PGTRADE_TIMESCALEDB_DIR:-$here/../../shared/timescaledb}"

@@ -2,8 +2,9 @@
 
 First start: initdb into $PGTRADE_HOME (a volume) with pgtrade's settings and $POSTGRES_PASSWORD. Every start:
 run a server on the Unix socket only, create $POSTGRES_DB if missing, migrate it (so a rebuilt image brings its new
-migrations to an old volume), set the PostgREST login role's password from $PGRST_AUTHENTICATOR_PASSWORD when that
-role exists, and stop that server. entrypoint.sh then runs the real server in the foreground.
+migrations to an old volume), set the passwords of the login roles other services use when those roles exist
+(PostgREST's ``authenticator`` from $PGRST_AUTHENTICATOR_PASSWORD, postgres_exporter's ``pgtrade_monitor`` from
+$PGTRADE_MONITOR_PASSWORD), and stop that server. entrypoint.sh then runs the real server in the foreground.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from pgtrade.cluster import default_cluster
 from pgtrade.errors import PgtradeError
 from pgtrade.migrate import migrate
 
-LOGIN_ROLE = "authenticator"
+# login role -> the variable its password comes from (migrate creates the roles; this never does)
+LOGIN_ROLES = {"authenticator": "PGRST_AUTHENTICATOR_PASSWORD", "pgtrade_monitor": "PGTRADE_MONITOR_PASSWORD"}
 
 
 def say(msg: str) -> None:
@@ -52,24 +54,25 @@ def main() -> None:
                 f"database {dbname}: migrations applied: {', '.join(report.applied) or 'none new'} "
                 f"({report.already} already applied); {report.repeatable} repeatable files re-applied"
             )
-            set_login_password(conn)
+            for role, variable in LOGIN_ROLES.items():
+                set_login_password(conn, role, variable)
     finally:
         cluster.stop()
 
 
-def set_login_password(conn: psycopg.Connection) -> None:
-    """PostgREST logs in as ``authenticator`` (a migration creates it); give it its password from the env."""
-    exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (LOGIN_ROLE,)).fetchone()
-    password = os.environ.get("PGRST_AUTHENTICATOR_PASSWORD")
+def set_login_password(conn: psycopg.Connection, role: str, variable: str) -> None:
+    """Give the login ``role`` (created by a migration) its password from the environment variable ``variable``."""
+    exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+    password = os.environ.get(variable)
     if not exists:
         if password:
-            say(f"no role {LOGIN_ROLE} yet (a migration creates it): PostgREST cannot log in until it exists")
+            say(f"no role {role} yet (a migration creates it): its service cannot log in until it exists")
         return
     if not password:
-        say(f"PGRST_AUTHENTICATOR_PASSWORD is not set: role {LOGIN_ROLE} keeps its password")
+        say(f"{variable} is not set: role {role} keeps its password")
         return
-    conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(LOGIN_ROLE), sql.Literal(password)))
-    say(f"password of role {LOGIN_ROLE} set from PGRST_AUTHENTICATOR_PASSWORD")
+    conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
+    say(f"password of role {role} set from {variable}")
 
 
 if __name__ == "__main__":
