@@ -253,7 +253,8 @@ function draw(d) {
 
   panel('chart-value', accts.filter(a => a.snapshots.ts.length).map(a => ({
       x: a.snapshots.ts, y: a.snapshots.total_value.map(Number), name: a.name,
-      mode: a.snapshots.ts.length > 60 ? 'lines' : 'lines+markers', line: {width: 2}, marker: {size: 6}, customdata: a.snapshots.drawdown.map(x => 100 * Number(x)),
+      mode: a.snapshots.ts.length > 60 ? 'lines' : 'lines+markers', line: {width: 2}, marker: {size: 6},
+      customdata: a.snapshots.drawdown.map(x => 100 * Number(x)),
       hovertemplate: '%{x}<br>total %{y:,.2f}<br>drawdown %{customdata:.2f}%<extra>%{fullData.name}</extra>'})),
     layout('Total value (trading.portfolio_snapshots)', {yaxis: {title: {text: 'total value'}}}),
     'no portfolio snapshots yet (live accounts are snapshotted every minute by pg_cron)');
@@ -286,7 +287,7 @@ function draw(d) {
     const r = rows.filter(f => f.side === side);
     if (r.length) fillTraces.push({x: r.map(f => f.ts), y: r.map(f => Number(f.price)), mode: 'markers',
       name: `${sym} ${side}`, text: r.map(f => `${f.account} #${f.id} qty ${f.qty}`),
-      marker: {size: 10, color: SIDE[side], symbol: side === 'buy' ? 'triangle-up' : 'triangle-down',
+      marker: {size: 12, color: SIDE[side], symbol: side === 'buy' ? 'triangle-up' : 'triangle-down',
                line: {width: 1, color: '#000'}}});
   }
   panel('chart-fills', fillTraces, layout('Recent fills: price', {yaxis: {title: {text: 'price'}}}),
@@ -297,7 +298,7 @@ function draw(d) {
 
   const sigTraces = ['BUY', 'SELL', 'HOLD'].map(s => { const r = d.signals.filter(x => x.signal === s);
     return {x: r.map(x => x.ts), y: r.map(x => x.probability), mode: 'markers', name: s,
-            text: r.map(x => `${x.symbol} ${x.model}`), marker: {size: 9, color: SIGNAL[s]}}; })
+            text: r.map(x => `${x.symbol} ${x.model}`), marker: {size: 10, color: SIGNAL[s]}}; })
     .filter(t => t.x.length);
   panel('chart-signals', sigTraces, layout('Recent signals: P(up) by bar (ml.signals)',
     {yaxis: {title: {text: 'P(up)'}, range: [0, 1]}}), 'no signals yet');
@@ -307,7 +308,7 @@ function draw(d) {
 
   const anTraces = ['LOW', 'MEDIUM', 'HIGH', 'CRITICAL'].map(s => { const r = d.anomalies.filter(x => x.severity === s);
     return {x: r.map(x => x.ts), y: r.map(x => x.score), mode: 'markers', name: s,
-            text: r.map(x => `${x.symbol} ${x.type}`), marker: {size: 10, color: SEVERITY[s]}}; })
+            text: r.map(x => `${x.symbol} ${x.type}`), marker: {size: 12, color: SEVERITY[s]}}; })
     .filter(t => t.x.length);
   panel('chart-anomalies', anTraces, layout('Recent anomalies: score by bar (ml.anomalies)',
     {yaxis: {title: {text: 'score'}}}), 'no anomalies yet');

@@ -54,8 +54,11 @@ def colored(px: tuple[int, ...]) -> bool:
     return max(r, g, b) - min(r, g, b) > 80  # plotly's trace colors; not white, grey text or the pale plot area
 
 
-def rendered(page: Path, tmp: Path, chart_ids: tuple[str, ...] | list[str]) -> dict[str, list[str]]:
-    """Open ``page`` in headless Chromium; per chart id, what is wrong with it (an empty list: it rendered)."""
+def rendered(
+    page: Path, tmp: Path, chart_ids: tuple[str, ...] | list[str], *, min_colored: int = MIN_COLORED
+) -> dict[str, list[str]]:
+    """Open ``page`` in headless Chromium; per chart id, what is wrong with it (an empty list: it rendered).
+    ``min_colored``: the colored pixels a chart must show inside its box at least."""
     probe = tmp / f"probe-{page.name}"
     text = page.read_text(encoding="utf-8")
     probe.write_text(text.replace("</body>", PROBE % json.dumps(list(chart_ids)) + "</body>"), encoding="utf-8")
@@ -80,7 +83,7 @@ def rendered(page: Path, tmp: Path, chart_ids: tuple[str, ...] | list[str]) -> d
         else:
             crop = img.crop((x, y, min(x + w, img.width), min(y + h, img.height)))
             n = sum(1 for px in crop.get_flattened_data() if colored(px))
-            if n < MIN_COLORED:
+            if n < min_colored:
                 wrong.append(f"{n} colored pixels")
         problems[cid] = wrong
     return problems
