@@ -5,10 +5,13 @@ or too few colored pixels inside the container's box on a screenshot. An empty l
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
 import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
 from PIL import Image
@@ -87,3 +90,78 @@ def rendered(
                 wrong.append(f"{n} colored pixels")
         problems[cid] = wrong
     return problems
+
+
+class Browser:
+    """Headless Chromium driven over the DevTools protocol (its websocket; ``websockets``' sync client), for pages
+    that change while open: navigate once, then evaluate JavaScript in the page as often as needed. A context
+    manager: ``with Browser(tmp) as browser: ...`` stops Chromium at the end."""
+
+    def __init__(self, tmp: Path, *, height: int = 1000) -> None:
+        import websockets.sync.client
+
+        from pgtrade.cluster import free_port
+
+        assert CHROMIUM, "headless Chromium is needed: apt-get install chromium (scripts/install-system.sh)"
+        port = free_port()
+        self.proc = subprocess.Popen(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
+             f"--user-data-dir={tmp / 'cdp-profile'}", f"--window-size={WIDTH},{height}",
+             f"--remote-debugging-port={port}", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=5) as r:
+                    pages = [t for t in json.load(r) if t["type"] == "page"]
+                if pages:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline and self.proc.poll() is None, "Chromium's DevTools did not come up"
+            time.sleep(0.2)
+        self._stack = contextlib.ExitStack()
+        self._stack.callback(self._stop)
+        url = pages[0]["webSocketDebuggerUrl"]
+        self.ws = self._stack.enter_context(websockets.sync.client.connect(url, max_size=None, open_timeout=30))
+        self._id = 0
+
+    def __enter__(self) -> Browser:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stack.close()
+
+    def call(self, method: str, **params) -> dict:
+        self._id += 1
+        self.ws.send(json.dumps({"id": self._id, "method": method, "params": params}))
+        while True:
+            msg = json.loads(self.ws.recv(timeout=60))
+            if msg.get("id") == self._id:
+                assert "error" not in msg, msg
+                return msg["result"]
+
+    def evaluate(self, expression: str):
+        """The value of ``expression`` in the page (JSON-serializable values)."""
+        res = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        assert "exceptionDetails" not in res, res
+        return res["result"].get("value")
+
+    def wait_for(self, expression: str, timeout: float = 60):
+        """Poll ``expression`` in the page until it is truthy (bounded); its value."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = self.evaluate(expression)
+            if value:
+                return value
+            assert time.monotonic() < deadline, f"timed out waiting for {expression}"
+            time.sleep(0.2)
+
+    def _stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)

@@ -280,3 +280,30 @@ def test_serve_answers_the_page_and_its_data_and_shows_a_new_fill(served, db_url
     assert after["fill_count"] == before["fill_count"] + 1
     assert after["fills"][0]["id"] == fill_id and fill_id not in [f["id"] for f in before["fills"]]
     assert _get(served["url"] + "nope")[0] == 404
+
+
+FILL_POINTS = "document.getElementById('chart-fills').data.reduce((n, t) => n + t.x.length, 0)"
+
+
+def test_the_open_page_redraws_a_new_fill_in_place(served, db_url, tmp_path):
+    """In Chromium, the served page refetches /data.json and redraws: a fill committed while it is open appears in
+    its fills chart and table without a reload (the page's own state survives), and every chart still draws."""
+    with chromium_support.Browser(tmp_path) as browser:
+        browser.call("Page.navigate", url=served["url"])
+        browser.wait_for("document.body && document.body.dataset.draws >= 1 && window.Plotly !== undefined")
+        browser.evaluate("window.stillTheSamePage = true")
+        fills_before = int(browser.evaluate("document.body.dataset.fills"))
+        points_before = browser.evaluate(FILL_POINTS)
+        draws = int(browser.wait_for("Number(document.body.dataset.draws) >= 2 && document.body.dataset.draws"))
+        fill_id = new_fill(db_url, served["id"], served["symbol"])
+        browser.wait_for(f"Number(document.body.dataset.fills) === {fills_before + 1}", timeout=30)
+        assert int(browser.evaluate("document.body.dataset.draws")) > draws
+        assert browser.evaluate("window.stillTheSamePage") is True  # redrawn in place, not reloaded
+        assert browser.evaluate(FILL_POINTS) == points_before + 1
+        cells = browser.evaluate("[...document.querySelectorAll('#table-fills td')].map(td => td.textContent)")
+        assert str(fill_id) in cells
+        assert browser.evaluate("document.getElementById('chart-fills').querySelectorAll('.point').length") >= (
+            points_before + 1
+        )
+        drawn = f"{list(CHART_IDS)}.every(id => document.getElementById(id).style.display !== 'none'"
+        assert browser.evaluate(drawn + " && document.getElementById(id).querySelector('.main-svg') !== null)")
