@@ -44,7 +44,7 @@ def dashboard_cmd(out, serve, as_json, accounts, all_live, since, limit, port, r
     if all_live and accounts:
         raise click.UsageError("--all and --account exclude each other")
     query = Query(accounts=None if all_live else (tuple(accounts) or ("default",)), since=_when(since, "since"),
-                  limit=limit)  # fmt: skip
+                  max_rows=limit)  # fmt: skip
     if as_json:
         with connect() as conn:
             click.echo(fetch(conn, query))

@@ -1,6 +1,6 @@
 """The operations dashboard (``pgtrade dashboard``): one self-contained HTML page, written to a file or served.
 
-All data comes from one SQL function, ``ops.dashboard(accounts, since, limit, points)`` (db/procedures/
+All data comes from one SQL function, ``ops.dashboard(accounts, since, max_rows, points)`` (db/procedures/
 ops_dashboard.sql), as JSON text passed through untouched: the page embeds it, the server answers ``/data.json``
 with it, the tests read it. Python computes nothing: it puts plotly.js (inlined, so the page needs no network),
 the data and the page's script together; the script draws the charts and tables from the data and, when served,
@@ -36,7 +36,7 @@ class Query:
 
     accounts: tuple[str, ...] | None = ("default",)
     since: datetime | None = None
-    limit: int = 50
+    max_rows: int = 50
     points: int = 1000
 
 
@@ -45,7 +45,7 @@ def fetch(conn: psycopg.Connection, query: Query) -> str:
     accounts = list(query.accounts) if query.accounts is not None else None
     row = conn.execute(
         "SELECT ops.dashboard(%s::text[], %s::timestamptz, %s::int, %s::int)::text",
-        (accounts, query.since, query.limit, query.points),
+        (accounts, query.since, query.max_rows, query.points),
     ).fetchone()
     return row[0]
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -122,8 +123,8 @@ def test_the_data_is_the_database(db, busy):
     # thinned to at most `points` real snapshots per account: the last of each time bucket, the newest kept
     thin = json.loads(dashboard.fetch(db, Query(accounts=(busy["name"],), points=2)))["accounts"][0]["snapshots"]
     assert len(thin["ts"]) == 2 and thin["ts"][-1] == snaps[-1][0] and set(thin["ts"]) <= {r[0] for r in snaps}
-    # newest first, at most `limit`
-    few = json.loads(dashboard.fetch(db, Query(accounts=(busy["name"],), limit=2)))["accounts"][0]
+    # newest first, at most `max_rows`
+    few = json.loads(dashboard.fetch(db, Query(accounts=(busy["name"],), max_rows=2)))["accounts"][0]
     assert [f["id"] for f in few["fills"]] == [f["id"] for f in a["fills"][:2]]
 
 
@@ -196,7 +197,7 @@ def test_bad_input_ends_in_one_clear_line(cli_env, args, code, says):
 
 
 def test_the_sql_function_refuses_bad_arguments(db):
-    for call in ("ops.dashboard(\"limit\" => 0)", "ops.dashboard(points => 1)",
+    for call in ("ops.dashboard(max_rows => 0)", "ops.dashboard(points => 1)",
                  "ops.dashboard(since => now() + interval '1 day')"):  # fmt: skip
         with pytest.raises(psycopg.Error) as e, db.transaction():
             db.execute(f"SELECT {call}")
@@ -307,3 +308,12 @@ def test_the_open_page_redraws_a_new_fill_in_place(served, db_url, tmp_path):
         )
         drawn = f"{list(CHART_IDS)}.every(id => document.getElementById(id).style.display !== 'none'"
         assert browser.evaluate(drawn + " && document.getElementById(id).querySelector('.main-svg') !== null)")
+
+
+def test_serve_on_a_port_in_use_ends_in_one_clear_line(cli_env):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(main, ["dashboard", "--serve", "--port", str(port)])
+    assert result.exit_code == 1 and f"--port {port}: cannot listen on 127.0.0.1" in result.output, result.output

@@ -10,7 +10,7 @@
 CREATE OR REPLACE FUNCTION ops.dashboard(
   accounts text[] DEFAULT ARRAY['default'],
   since timestamptz DEFAULT NULL,
-  "limit" integer DEFAULT 50,
+  max_rows integer DEFAULT 50,
   points integer DEFAULT 1000)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE
@@ -21,11 +21,11 @@ DECLARE
   _accounts jsonb;
   _since timestamptz := coalesce(dashboard.since, '-infinity');
 BEGIN
-  IF dashboard."limit" IS NULL OR dashboard."limit" NOT BETWEEN 1 AND 10000
+  IF dashboard.max_rows IS NULL OR dashboard.max_rows NOT BETWEEN 1 AND 10000
      OR dashboard.points IS NULL OR dashboard.points NOT BETWEEN 2 AND 100000 THEN
-    RAISE EXCEPTION 'dashboard limits out of range: limit %, points %', dashboard."limit", dashboard.points
+    RAISE EXCEPTION 'dashboard limits out of range: max_rows %, points %', dashboard.max_rows, dashboard.points
       USING ERRCODE = 'OP401',
-            HINT = 'limit (rows per table) runs from 1 to 10000, points (per value curve) from 2 to 100000';
+            HINT = 'max_rows (rows per table) runs from 1 to 10000, points (per value curve) from 2 to 100000';
   END IF;
   IF dashboard.since > now() THEN
     RAISE EXCEPTION 'dashboard since % is in the future', dashboard.since USING ERRCODE = 'OP401',
@@ -96,7 +96,7 @@ BEGIN
                  'reject_reason', o.reject_reason, 'source', o.source, 'created_at', o.created_at,
                  'updated_at', o.updated_at) ORDER BY o.id DESC), '[]')
         FROM (SELECT * FROM trading.orders o WHERE o.account_id = a.id AND o.created_at >= _since
-              ORDER BY o.id DESC LIMIT dashboard."limit") o),
+              ORDER BY o.id DESC LIMIT dashboard.max_rows) o),
       'fill_count', (SELECT count(*) FROM trading.fills f WHERE f.account_id = a.id AND f.ts >= _since),
       'fills', (
         SELECT coalesce(jsonb_agg(jsonb_build_object(
@@ -104,7 +104,7 @@ BEGIN
                  'price', f.price, 'commission', f.commission, 'realized_pnl', f.realized_pnl, 'ts', f.ts)
                  ORDER BY f.id DESC), '[]')
         FROM (SELECT * FROM trading.fills f WHERE f.account_id = a.id AND f.ts >= _since
-              ORDER BY f.id DESC LIMIT dashboard."limit") f)
+              ORDER BY f.id DESC LIMIT dashboard.max_rows) f)
     ) AS obj
     FROM unnest(_ids) WITH ORDINALITY i(id, ord)
     JOIN trading.accounts a ON a.id = i.id
@@ -113,20 +113,20 @@ BEGIN
   RETURN jsonb_build_object(
     'generated_at', now(),
     'since', dashboard.since,
-    'limit', dashboard."limit",
+    'max_rows', dashboard.max_rows,
     'accounts', _accounts,
     'signals', (
       SELECT coalesce(jsonb_agg(jsonb_build_object(
                'id', s.id, 'model', m.name || ':' || m.version, 'symbol', s.symbol, 'interval', s.interval,
                'ts', s.ts, 'signal', s.signal, 'probability', s.probability, 'confidence', s.confidence,
                'close', s.close, 'created_at', s.created_at) ORDER BY s.id DESC), '[]')
-      FROM (SELECT * FROM ml.signals s WHERE s.ts >= _since ORDER BY s.id DESC LIMIT dashboard."limit") s
+      FROM (SELECT * FROM ml.signals s WHERE s.ts >= _since ORDER BY s.id DESC LIMIT dashboard.max_rows) s
       JOIN ml.models m ON m.id = s.model_id),
     'anomalies', (
       SELECT coalesce(jsonb_agg(jsonb_build_object(
                'id', an.id, 'symbol', an.symbol, 'interval', an.interval, 'ts', an.ts, 'type', an.type,
                'score', an.score, 'severity', an.severity, 'detected_at', an.detected_at) ORDER BY an.id DESC), '[]')
-      FROM (SELECT * FROM ml.anomalies an WHERE an.ts >= _since ORDER BY an.id DESC LIMIT dashboard."limit") an),
+      FROM (SELECT * FROM ml.anomalies an WHERE an.ts >= _since ORDER BY an.id DESC LIMIT dashboard.max_rows) an),
     'alerts', (  -- open: not acknowledged; of the accounts shown, or of no account (market-wide)
       SELECT coalesce(jsonb_agg(jsonb_build_object(
                'id', al.id, 'raised_at', al.raised_at, 'kind', al.kind, 'severity', al.severity,
@@ -134,11 +134,11 @@ BEGIN
       FROM (SELECT * FROM ops.alerts al
             WHERE al.acknowledged_at IS NULL AND al.raised_at >= _since
               AND (al.account_id IS NULL OR al.account_id = ANY (_ids))
-            ORDER BY al.id DESC LIMIT dashboard."limit") al
+            ORDER BY al.id DESC LIMIT dashboard.max_rows) al
       LEFT JOIN trading.accounts ac ON ac.id = al.account_id),
     'health', api.health());
 END
 $$;
 REVOKE ALL ON FUNCTION ops.dashboard(text[], timestamptz, integer, integer) FROM PUBLIC;
 COMMENT ON FUNCTION ops.dashboard(text[], timestamptz, integer, integer) IS
-  'The data of the operations dashboard (pgtrade dashboard) as one JSON document. Per account (by name; NULL: every live account; TR013 for an unknown name): its portfolio now (trading.portfolio), portfolio value over time (trading.portfolio_snapshots since `since`, at most `points` of them: the last of each equal time bucket), open positions (trading.position_values), orders by status and the newest `limit` orders and fills. Across accounts: the newest `limit` signals (ml.signals) and anomalies (ml.anomalies), the open (unacknowledged) alerts of these accounts or of none (ops.alerts), and job health (api.health()). since NULL: everything. OP401 for limit outside 1..10000, points outside 2..100000 or a future since. Executed by the owner and superusers only (the CLI); web roles read the api views.';
+  'The data of the operations dashboard (pgtrade dashboard) as one JSON document. Per account (by name; NULL: every live account; TR013 for an unknown name): its portfolio now (trading.portfolio), portfolio value over time (trading.portfolio_snapshots since `since`, at most `points` of them: the last of each equal time bucket), open positions (trading.position_values), orders by status and the newest `max_rows` orders and fills. Across accounts: the newest `max_rows` signals (ml.signals) and anomalies (ml.anomalies), the open (unacknowledged) alerts of these accounts or of none (ops.alerts), and job health (api.health()). since NULL: everything. OP401 for max_rows outside 1..10000, points outside 2..100000 or a future since. Executed by the owner and superusers only (the CLI); web roles read the api views.';
