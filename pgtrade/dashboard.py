@@ -171,7 +171,8 @@ td.n { text-align: right; font-variant-numeric: tabular-nums; }
 """
 
 # The page's script: draw(data) draws every panel from ops.dashboard()'s JSON; served, it refetches data.json.
-# After each draw it records on <body> what it drew (data-draws, data-generated, data-fills), which tests read.
+# After each draw it records on <body> what it drew (data-draws, data-generated, data-fills), which tests read, and
+# how long it took (data-draw-ms, data-first-drawn-at: ms after navigation began).
 _SCRIPT = r"""
 const CONFIG = {displaylogo: false, responsive: false, staticPlot: false};
 const W = 1100, H = 300;
@@ -238,6 +239,7 @@ function bySymbol(rows) {
 }
 
 function draw(d) {
+  const started = performance.now();
   const accts = d.accounts, multi = accts.length > 1;
   const cards = document.getElementById('cards');
   cards.replaceChildren();
@@ -345,6 +347,9 @@ function draw(d) {
   document.body.dataset.draws = String(draws);
   document.body.dataset.generated = d.generated_at;
   document.body.dataset.fills = String(accts.reduce((n, a) => n + a.fill_count, 0));
+  // how long drawing took, and when the first draw ended after navigation began (docs/operations.md's figures)
+  document.body.dataset.drawMs = (performance.now() - started).toFixed(1);
+  if (draws === 1) document.body.dataset.firstDrawnAt = performance.now().toFixed(1);
 }
 
 draw(JSON.parse(document.getElementById('dashboard-data').textContent));
