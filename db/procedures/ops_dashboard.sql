@@ -71,8 +71,8 @@ BEGIN
             WHERE s2.account_id = a.id AND s2.ts >= _since) r
           CROSS JOIN LATERAL (
             SELECT CASE WHEN r.hi = r.lo THEN 0
-                        ELSE floor(extract(epoch FROM s.ts - r.lo) / extract(epoch FROM r.hi - r.lo)
-                                   * (dashboard.points - 1))::int END AS bucket) b
+                        ELSE least(floor(extract(epoch FROM s.ts - r.lo) / extract(epoch FROM r.hi - r.lo)
+                                         * dashboard.points)::int, dashboard.points - 1) END AS bucket) b
           WHERE s.account_id = a.id AND s.ts >= _since
           ORDER BY b.bucket, s.ts DESC) t),
       'positions', (
