@@ -193,7 +193,8 @@ function num(v) {
 }
 function layout(title, extra) {
   return Object.assign({title: {text: title, font: {size: 14}}, width: W, height: H,
-                        margin: {l: 70, r: 20, t: 40, b: 40}, showlegend: true}, extra || {});
+                        margin: {l: 70, r: 20, t: 40, b: 40}, showlegend: true,
+                        uirevision: 'keep'}, extra || {});  // a redraw keeps the reader's zoom and hidden traces
 }
 // a chart panel: the chart when it has traces with points, else the empty-state sentence in its place
 function panel(id, traces, lay, emptyText) {

@@ -324,3 +324,19 @@ def test_serve_on_a_port_in_use_ends_in_one_clear_line(cli_env):
         port = taken.getsockname()[1]
         result = CliRunner().invoke(main, ["dashboard", "--serve", "--port", str(port)])
     assert result.exit_code == 1 and f"--port {port}: cannot listen on 127.0.0.1" in result.output, result.output
+
+
+def test_while_the_database_is_away_data_json_says_so(tmp_path):
+    """/data.json answers 503 with the error (the open page keeps its last data and shows it); / cannot be built."""
+    nowhere = f"postgresql://nobody@127.0.0.1:{free_port()}/nothing"
+    server = dashboard.make_server(Query(), port=0, refresh=1, url=nowhere)
+    dashboard.serve_in_thread(server)
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}/"
+        status, ctype, body = _get(base + "data.json")
+        assert status == 503 and ctype == "application/json"
+        assert "cannot connect to the database" in json.loads(body)["error"]
+        assert _get(base)[0] == 503
+    finally:
+        server.shutdown()
+        server.server_close()
