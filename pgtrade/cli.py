@@ -376,6 +376,7 @@ from . import (  # noqa: E402,F401
     cli_backtest,
     cli_backtest_lookahead,
     cli_backtest_wf,
+    cli_dashboard,
     cli_feeds,
     cli_health,
     cli_ml,

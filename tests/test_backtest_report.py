@@ -1,97 +1,28 @@
 """The HTML report of a run (pgtrade backtest report) as a person sees it: headless Chromium (Debian's ``chromium``,
 scripts/install-system.sh) opens the page from a file without a network, and the test fails unless every chart
 rendered: plotly's SVG with drawn traces in each chart's container (the DOM after rendering), and enough colored
-pixels inside each container's box on a screenshot. The same check fails on the page without its plotly script.
-The page's figures are also checked against the database: buy and hold from the bars, monthly returns compounding
-to the final equity."""
+pixels inside each container's box on a screenshot (tests/chromium_support.py, shared with the dashboard's test).
+The same check fails on the page without its plotly script. The page's figures are also checked against the
+database: buy and hold from the bars, monthly returns compounding to the final equity."""
 
 from __future__ import annotations
 
-import json
 import math
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
+import chromium_support
 import pytest
 from backtest_support import ensure_sample, run
-from PIL import Image
 
 from pgtrade import backtest_report
 from pgtrade.backtest_report import CHART_IDS, render
 from pgtrade.errors import PgtradeError
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-WIDTH = 1200
-MIN_COLORED = 400  # pixels of a saturated color (lines, markers, heatmap cells) each chart must show at least
-# after rendering, write each chart container's box into the DOM (the report itself carries no such script)
-PROBE = """<script>
-window.addEventListener('load', () => setTimeout(() => {
-  const boxes = {};
-  for (const id of %s) {
-    const el = document.getElementById(id);
-    if (el) { const r = el.getBoundingClientRect(); boxes[id] = [r.left, r.top + window.scrollY, r.width, r.height]; }
-  }
-  document.body.setAttribute('data-boxes', JSON.stringify(boxes));
-  document.body.setAttribute('data-height', String(document.documentElement.scrollHeight));
-}, 300));
-</script>"""
-
-
-def _chromium(tmp: Path, page: Path, *args: str, height: int) -> subprocess.CompletedProcess:
-    assert CHROMIUM, "headless Chromium is needed: apt-get install chromium (scripts/install-system.sh)"
-    cmd = [
-        CHROMIUM,
-        "--headless",
-        "--no-sandbox",  # the tests may run as root (containers, CI)
-        "--disable-gpu",
-        "--hide-scrollbars",
-        "--no-first-run",
-        f"--user-data-dir={tmp / 'profile'}",
-        f"--window-size={WIDTH},{height}",
-        "--virtual-time-budget=15000",  # let the inline scripts run and plotly draw before the dump / screenshot
-        *args,
-        page.as_uri(),
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True)
-
-
-def _colored(px: tuple[int, ...]) -> bool:
-    r, g, b = px[:3]
-    return max(r, g, b) - min(r, g, b) > 80  # plotly's trace colors; not white, grey text or the pale plot area
-
 
 def rendered(page: Path, tmp: Path) -> dict[str, list[str]]:
-    """Open ``page`` in headless Chromium; per chart id, what is wrong with it (an empty list: it rendered)."""
-    probe = tmp / f"probe-{page.name}"
-    text = page.read_text(encoding="utf-8")
-    probe.write_text(text.replace("</body>", PROBE % json.dumps(list(CHART_IDS)) + "</body>"), encoding="utf-8")
-    dom = _chromium(tmp, probe, "--dump-dom", height=1000).stdout
-    boxes = json.loads(re.search(r'data-boxes="([^"]*)"', dom).group(1).replace("&quot;", '"'))
-    height = int(re.search(r'data-height="(\d+)"', dom).group(1))
-    shot = tmp / f"{page.stem}.png"
-    _chromium(tmp, probe, f"--screenshot={shot}", height=height)
-    img = Image.open(shot).convert("RGB")
-    problems: dict[str, list[str]] = {}
-    starts = sorted((dom.find(f'id="{cid}"'), cid) for cid in CHART_IDS)
-    for i, (at, cid) in enumerate(starts):
-        wrong: list[str] = []
-        part = dom[at : starts[i + 1][0]] if i + 1 < len(starts) else dom[at:]
-        if at < 0 or 'class="main-svg"' not in part:
-            wrong.append("no plotly svg")
-        elif not re.search(r'class="(js-line|point|hm|bars)"|<image ', part):
-            wrong.append("no trace drawn")
-        x, y, w, h = (int(v) for v in boxes.get(cid, [0, 0, 0, 0]))
-        if w <= 0 or h <= 0:
-            wrong.append("empty box")
-        else:
-            crop = img.crop((x, y, min(x + w, img.width), min(y + h, img.height)))
-            n = sum(1 for px in crop.get_flattened_data() if _colored(px))
-            if n < MIN_COLORED:
-                wrong.append(f"{n} colored pixels")
-        problems[cid] = wrong
-    return problems
+    """Open ``page`` in headless Chromium; per chart of the report, what is wrong with it (tests/chromium_support)."""
+    return chromium_support.rendered(page, tmp, CHART_IDS)
 
 
 @pytest.fixture
