@@ -17,6 +17,8 @@ ingest path (``pgtrade stream --source synthetic``), so resting orders fill thro
 from __future__ import annotations
 
 import concurrent.futures
+import configparser
+import io
 import json
 import multiprocessing
 import os
@@ -260,33 +262,41 @@ def install_audit(owner_url: str) -> None:
 PGBOUNCER = "/usr/sbin/pgbouncer"
 
 
-def pgbouncer_ini(*, server_port: int, dbname: str, listen_port: int, pool_size: int, workdir: Path) -> str:
-    """Transaction pooling in front of one pgtrade database, as docker/pgbouncer/pgbouncer.ini sets it up."""
-    return f"""[databases]
-{dbname} = host=127.0.0.1 port={server_port} dbname={dbname}
+PGBOUNCER_INI = Path(__file__).resolve().parent.parent / "docker" / "pgbouncer" / "pgbouncer.ini"
 
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = {listen_port}
-unix_socket_dir =
-auth_type = scram-sha-256
-auth_file = {workdir}/userlist.txt
-pool_mode = transaction
-default_pool_size = {pool_size}
-max_db_connections = {pool_size}
-max_client_conn = 1000
-server_reset_query =
-ignore_startup_parameters = extra_float_digits
-logfile = {workdir}/pgbouncer.log
-pidfile = {workdir}/pgbouncer.pid
-"""
+
+def pgbouncer_ini(*, server_port: int, dbname: str, listen_port: int, workdir: Path, pool_size: int | None) -> str:
+    """docker/pgbouncer/pgbouncer.ini (what the compose service runs) with this machine's addresses, ports and
+    paths; the pooling settings are the file's (``pool_size`` replaces its pool sizes, for a comparison)."""
+    ini = configparser.ConfigParser(delimiters=("=",), comment_prefixes=(";",), interpolation=None)
+    ini.read_string(PGBOUNCER_INI.read_text())
+    ini["databases"] = {dbname: f"host=127.0.0.1 port={server_port} dbname={dbname}"}
+    pgb = ini["pgbouncer"]
+    pgb.update(
+        listen_addr="127.0.0.1",
+        listen_port=str(listen_port),
+        auth_file=str(workdir / "userlist.txt"),
+        logfile=str(workdir / "pgbouncer.log"),
+        pidfile=str(workdir / "pgbouncer.pid"),
+    )
+    if pool_size is not None:
+        pgb.update(default_pool_size=str(pool_size), max_db_connections=str(pool_size))
+    out = io.StringIO()
+    ini.write(out)
+    return out.getvalue()
+
+
+def pgbouncer_pool_size() -> int:
+    ini = configparser.ConfigParser(delimiters=("=",), comment_prefixes=(";",), interpolation=None)
+    ini.read_string(PGBOUNCER_INI.read_text())
+    return int(ini["pgbouncer"]["default_pool_size"])
 
 
 @contextmanager
-def pgbouncer(owner_url: str, client_url: str, *, pool_size: int = 16) -> Iterator[str]:
-    """Debian's pgbouncer, natively, in transaction pooling mode in front of the server of ``owner_url``; yields
-    ``client_url`` pointed at it. The login's SCRAM secret is copied from pg_authid into the auth file (never a
-    password in a file); pgbouncer logs in to the server with it for the client."""
+def pgbouncer(owner_url: str, client_url: str, *, pool_size: int | None = None) -> Iterator[str]:
+    """Debian's pgbouncer, natively, with docker/pgbouncer/pgbouncer.ini (transaction pooling) in front of the server
+    of ``owner_url``; yields ``client_url`` pointed at it. The login's SCRAM secret is copied from pg_authid into
+    the auth file (never a password in a file); pgbouncer logs in to the server with it for the client."""
     info = psycopg.conninfo.conninfo_to_dict(client_url)
     user, dbname = info["user"], info["dbname"]
     with psycopg.connect(owner_url) as conn:

@@ -72,7 +72,7 @@ def test_100_clients_straight_to_the_server(cluster):
 
 def test_100_clients_through_pgbouncer_transaction_pooling(cluster):
     url, client_url = cluster  # Debian's pgbouncer (scripts/install-system.sh): missing, this fails
-    with ls.pgbouncer(url, client_url, pool_size=16) as pooled_url:
+    with ls.pgbouncer(url, client_url) as pooled_url:  # docker/pgbouncer/pgbouncer.ini: a pool of 16
         result = ls.run_load(
             url,
             pooled_url,
