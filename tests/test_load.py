@@ -1,7 +1,7 @@
 """100 concurrent API clients, as PostgREST calls the `api` functions, for a bounded time while a live feed commits
 bars; then: no error but clear risk rejections, no lost write (both ways), every fill counted, the P&L identity and
 the ledger for every account, and the account rules (position %, gross exposure, order value, cash, no short).
-Through pgbouncer in transaction pooling mode (100 clients on 16 server connections, as PostgREST's own pool or a
+Through pgbouncer in transaction pooling mode (100 clients on 8 server connections, as PostgREST's own pool or a
 pooler in front of it gives them), and straight to the server (100 server connections). Figures:
 bench/api_load_bench.py and docs/reliability.md ("Load").
 
@@ -72,7 +72,7 @@ def test_100_clients_straight_to_the_server(cluster):
 
 def test_100_clients_through_pgbouncer_transaction_pooling(cluster):
     url, client_url = cluster  # Debian's pgbouncer (scripts/install-system.sh): missing, this fails
-    with ls.pgbouncer(url, client_url) as pooled_url:  # docker/pgbouncer/pgbouncer.ini: a pool of 16
+    with ls.pgbouncer(url, client_url) as pooled_url:  # docker/pgbouncer/pgbouncer.ini: a pool of 8
         result = ls.run_load(
             url,
             pooled_url,
