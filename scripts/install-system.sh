@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the system packages pgtrade's database needs on Debian bookworm:
 # PostgreSQL 15 with pg_cron, PL/Python, pgTAP and plpgsql_check (the tests check every PL/pgSQL function with it),
-# plus TimescaleDB 2.28.3.
+# plus TimescaleDB 2.28.3, and pgbouncer (tests/test_load.py and bench/api_load_bench.py run it).
 # Used by .ci/run, by the README's setup command and by docker/db/Dockerfile.
 # Run as root. Idempotent. Exits non-zero with one line when it cannot install.
 set -euo pipefail
@@ -17,7 +17,7 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
   postgresql-15 postgresql-client-15 postgresql-15-cron postgresql-plpython3-15 postgresql-15-pgtap \
-  postgresql-15-plpgsql-check \
+  postgresql-15-plpgsql-check pgbouncer \
   python3 python3-venv python3-dev ca-certificates chromium >/dev/null
 # Tools the tests run the compose stack's pieces with (tests/test_docker_files.py): Debian's docker-compose (v1, a
 # real compose implementation), busybox (the wget of the monitoring images' health checks), Prometheus and its

@@ -14,57 +14,13 @@ from pathlib import Path
 import injection_canary
 import psycopg
 import pytest
-from postgrest import apply_role_settings, role_settings
-from psycopg import sql
+from postgrest import apply_role_settings, begin_request, postgrest_status, role_settings
 from psycopg.rows import dict_row
 from trading_support import T0, account, advance, bars, instrument
 
 NOW = T0 + timedelta(minutes=5)
 ROOT = Path(__file__).resolve().parent.parent
 ROLES = ("web_anon", "trader", "pgtrade_admin")
-
-
-def postgrest_status(sqlstate: str, authenticated: bool) -> int:
-    """HTTP status PostgREST answers for an SQLSTATE: the table "HTTP Status Codes" in PostgREST's docs
-    (docs/references/errors.rst, https://docs.postgrest.org/en/v12/references/errors.html#http-status-codes),
-    checked in order, exact codes before their class."""
-    exact = {
-        "23503": 409,
-        "23505": 409,
-        "25006": 405,
-        "53400": 500,
-        "P0001": 400,
-        "42883": 404,
-        "42P01": 404,
-        "42P17": 500,
-    }
-    if sqlstate in exact:
-        return exact[sqlstate]
-    if sqlstate == "42501":
-        return 403 if authenticated else 401
-    prefix = {
-        "08": 503,
-        "09": 500,
-        "0L": 403,
-        "0P": 403,
-        "25": 500,
-        "28": 403,
-        "2D": 500,
-        "38": 500,
-        "39": 500,
-        "3B": 500,
-        "40": 500,
-        "53": 503,
-        "54": 500,
-        "55": 500,
-        "57": 500,
-        "58": 500,
-        "F0": 500,
-        "HV": 500,
-        "P0": 500,
-        "XX": 500,
-    }
-    return prefix.get(sqlstate[:2], 400)
 
 
 class Response:
@@ -96,9 +52,7 @@ def request(
     before = {name: conn.execute("SELECT current_setting(%s)", (name,)).fetchone()[0] for name in settings}
     try:
         with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role)))
-            cur.execute("SELECT set_config('request.jwt.claims', %s, true)", (json.dumps(claims),))
-            apply_role_settings(conn, settings)  # the role's statement_timeout etc., as PostgREST applies them
+            begin_request(conn, role, claims, settings)  # role, claims, the role's statement_timeout etc.
             cur.execute(query, params)
             rows = cur.fetchall()
             status = cur.execute("SELECT current_setting('response.status', true) AS s").fetchone()["s"]

@@ -97,7 +97,7 @@ BEGIN
     JOIN market.instruments i ON i.symbol = d.symbol
     ORDER BY d.account_id, d.symbol
   LOOP
-    PERFORM 1 FROM trading.accounts a WHERE a.id = _r.account_id FOR UPDATE;
+    PERFORM 1 FROM trading.accounts a WHERE a.id = _r.account_id FOR NO KEY UPDATE;
     SELECT coalesce(sum(p.qty), 0) INTO _pos FROM trading.positions p
     WHERE p.account_id = _r.account_id AND p.symbol = _r.symbol;
     SELECT coalesce(sum(CASE o.side WHEN 'buy' THEN 1 ELSE -1 END * (o.qty - o.filled_qty)), 0) INTO _pending

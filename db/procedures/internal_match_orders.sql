@@ -131,7 +131,7 @@ BEGIN
     EXIT WHEN _events IS NULL;
     -- Lock every account involved, in id order (no deadlock between concurrent ingests).
     PERFORM 1 FROM trading.accounts a
-    WHERE a.id IN (SELECT DISTINCT x.account_id FROM unnest(_events) x) ORDER BY a.id FOR UPDATE;
+    WHERE a.id IN (SELECT DISTINCT x.account_id FROM unnest(_events) x) ORDER BY a.id FOR NO KEY UPDATE;
     FOREACH _e IN ARRAY _events LOOP
       IF internal.execute_bar_event(_e) THEN
         _fills := _fills + 1;

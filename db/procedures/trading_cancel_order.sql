@@ -10,7 +10,7 @@ BEGIN
     RAISE EXCEPTION 'unknown order %', coalesce(cancel_order.order_id::text, 'NULL') USING ERRCODE = 'TR014',
       HINT = 'pass the id of an order of this account';
   END IF;
-  PERFORM 1 FROM trading.accounts a WHERE a.id = _o.account_id FOR UPDATE;
+  PERFORM 1 FROM trading.accounts a WHERE a.id = _o.account_id FOR NO KEY UPDATE;
   SELECT * INTO _o FROM trading.orders o WHERE o.id = cancel_order.order_id FOR UPDATE;
   IF _o.status NOT IN ('new', 'accepted', 'partially_filled') THEN
     RAISE EXCEPTION 'order % is already %', _o.id, _o.status USING ERRCODE = 'TR015',

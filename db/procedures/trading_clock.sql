@@ -51,7 +51,7 @@ DECLARE
   _bars market.ohlcv[];
   _fills integer := 0;
 BEGIN
-  SELECT * INTO _a FROM trading.accounts a WHERE a.id = advance_clock.account_id FOR UPDATE;
+  SELECT * INTO _a FROM trading.accounts a WHERE a.id = advance_clock.account_id FOR NO KEY UPDATE;
   IF NOT FOUND THEN
     RAISE EXCEPTION 'unknown account %', advance_clock.account_id USING ERRCODE = 'TR013',
       HINT = 'pass the id of an existing trading account';

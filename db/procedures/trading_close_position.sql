@@ -5,7 +5,7 @@ AS $$
 DECLARE
   _qty numeric;
 BEGIN
-  PERFORM 1 FROM trading.accounts a WHERE a.id = close_position.account_id FOR UPDATE;
+  PERFORM 1 FROM trading.accounts a WHERE a.id = close_position.account_id FOR NO KEY UPDATE;
   SELECT p.qty INTO _qty FROM trading.positions p
   WHERE p.account_id = close_position.account_id AND p.symbol = upper(btrim(close_position.symbol));
   IF coalesce(_qty, 0) = 0 THEN

@@ -44,7 +44,12 @@ DECLARE
   _signal bigint;      -- the signal named by signal_id, when it exists
   _signal_sym text;
 BEGIN
-  SELECT * INTO _a FROM trading.accounts a WHERE a.id = place_order.account_id FOR UPDATE;
+  -- The account lock: NO KEY UPDATE, as everywhere an account's writers serialize (cancel_order, close_position,
+  -- match_orders, mark_latest, advance_clock, auto_trade). It excludes the other writers as FOR UPDATE does but not
+  -- the KEY SHARE lock a foreign-key check takes: the pg_cron job inserting every live account's snapshot would
+  -- otherwise hold those on many accounts while waiting for one, and deadlock with the live bar trigger, which
+  -- locks accounts in more than one round (tests/test_load.py, 100 API clients and the live feed).
+  SELECT * INTO _a FROM trading.accounts a WHERE a.id = place_order.account_id FOR NO KEY UPDATE;
   IF NOT FOUND THEN
     RAISE EXCEPTION 'unknown account %', coalesce(place_order.account_id::text, 'NULL') USING ERRCODE = 'TR013',
       DETAIL = 'no order was recorded', HINT = 'pass the id of an existing trading account';
