@@ -19,6 +19,7 @@ EXPECTED_CRON = {
     "pgtrade-trading-expire-day-orders": ("* * * * *", "SELECT trading.expire_orders()"),
     "pgtrade-ml-closed-bars": ("* * * * *", "SELECT ml.process_closed_bars()"),
     "pgtrade-ml-retrain": ("30 2 * * *", "SELECT ml.retrain_all()"),
+    "pgtrade-backtest-recovery": ("* * * * *", "SELECT backtest.fail_interrupted_runs()"),
 }
 
 

@@ -579,6 +579,7 @@ DECLARE
   _hint text;
   _bars market.ohlcv[];
   _tail backtest.runs;
+  _begun bigint;
 BEGIN
   _syms := internal.backtest_request(run.strategy, run.symbols, run.interval, run.start_ts, run.end_ts);
   SELECT * INTO _s FROM backtest.strategies s WHERE s.name = run.strategy;
@@ -591,11 +592,27 @@ BEGIN
   END IF;
   _p := internal.backtest_params(_s, run.params);
 
-  INSERT INTO backtest.runs (owner_account_id, parent_id, purpose, strategy, symbols, "interval", start_ts, end_ts,
-                             params, mode)
-  VALUES (run.owner_account_id, run.parent_id, run.purpose, _s.name, _syms, run.interval, run.start_ts, run.end_ts,
-          _p, CASE WHEN _mode = 'auto' THEN 'fast' ELSE _mode END)
-  RETURNING * INTO _r;
+  -- a run this session began and committed as running (backtest.run_begin, db/procedures/backtest_recovery.sql)
+  -- with the same request is done in that row (a crash then leaves it running, for backtest.fail_interrupted_runs
+  -- to mark failed); any other call inserts its own row
+  _begun := nullif(current_setting('pgtrade.backtest_run_id', true), '')::bigint;
+  IF _begun IS NOT NULL THEN
+    PERFORM set_config('pgtrade.backtest_run_id', '', false);
+    UPDATE backtest.runs r
+       SET params = _p, mode = CASE WHEN _mode = 'auto' THEN 'fast' ELSE _mode END, parent_id = run.parent_id
+     WHERE r.id = _begun AND r.status = 'running' AND r.account_id IS NULL AND r.backend_pid = pg_backend_pid()
+       AND (r.strategy, r.symbols, r.interval, r.start_ts, r.end_ts, r.purpose)
+           IS NOT DISTINCT FROM (_s.name, _syms, run.interval, run.start_ts, run.end_ts, run.purpose)
+       AND r.owner_account_id IS NOT DISTINCT FROM run.owner_account_id
+    RETURNING * INTO _r;
+  END IF;
+  IF _r.id IS NULL THEN
+    INSERT INTO backtest.runs (owner_account_id, parent_id, purpose, strategy, symbols, "interval", start_ts, end_ts,
+                               params, mode)
+    VALUES (run.owner_account_id, run.parent_id, run.purpose, _s.name, _syms, run.interval, run.start_ts, run.end_ts,
+            _p, CASE WHEN _mode = 'auto' THEN 'fast' ELSE _mode END)
+    RETURNING * INTO _r;
+  END IF;
 
   BEGIN
     _a := trading.create_account(format('backtest run %s', _r.id), (_p->>'cash')::numeric, 'backtest', run.start_ts,
