@@ -401,6 +401,7 @@ BEGIN
   PERFORM pg_sleep(coalesce((run.params->>'sleep')::float, 0));  -- the test kills the run here
   RETURN QUERY SELECT * FROM backtest.sma_crossover(run);
 END $$;
+GRANT EXECUTE ON FUNCTION public.fault_slow TO pgtrade_owner;  -- api.run_backtest runs as the owner
 SELECT backtest.register_strategy('fault_slow', 'public.fault_slow(backtest.runs)',
   'sma_crossover after a pause (the fault tests kill runs during it)', '{"fast": 10, "slow": 20, "sleep": 0}',
   '{"fast": [5, 10], "slow": [20, 50]}');
@@ -558,7 +559,12 @@ def test_killed_backtests_are_marked_failed_never_half_written(capfd):
 
             th = threading.Thread(target=call, daemon=True)
             th.start()
-            eventually(lambda: web_pid in sleeping_backends(admin), timeout=10, what="the API request to be running")
+            eventually(
+                lambda: web_pid in sleeping_backends(admin) or answer,
+                timeout=10,
+                what="the API request to be running",
+            )
+            assert not answer, answer  # still running
             assert admin.execute("SELECT pg_terminate_backend(%s)", (web_pid,)).fetchone()[0]
             th.join(timeout=30)
             assert "error" in answer or answer["r"].status >= 500, answer
@@ -589,7 +595,7 @@ def test_postmaster_killed_during_a_pg_cron_job_and_backtests(capfd):
         slow_world(server)
         with server.connect(autocommit=True) as admin:
             # this server's snapshots are the slow job's alone
-            admin.execute("SELECT cron.unschedule('pgtrade-trading-snapshots')")
+            admin.execute("SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname = 'pgtrade-trading-snapshots'")
             live = account(admin, "fault-cron-live", kind="live", clock=None)
             admin.execute("CREATE TABLE public.fault_job_sleep (seconds float)")
             admin.execute("INSERT INTO public.fault_job_sleep VALUES (120)")
@@ -625,7 +631,7 @@ def test_postmaster_killed_during_a_pg_cron_job_and_backtests(capfd):
                 timeout=75,
                 what="the slow job to be running",
             )
-            wrote = admin.execute("SELECT count(*) FROM trading.snapshots").fetchone()[0]
+            wrote = admin.execute("SELECT count(*) FROM trading.portfolio_snapshots").fetchone()[0]
         killed_at, exit_s = crash(server)
         proc.wait(timeout=30)
         driver.wait(timeout=60)
@@ -637,8 +643,8 @@ def test_postmaster_killed_during_a_pg_cron_job_and_backtests(capfd):
             ).fetchone()
             assert status == "failed", (status, message)
             # nothing of the killed run's transaction: no snapshot taken at its time
-            assert admin.execute("SELECT count(*) FROM trading.snapshots WHERE ts >= %s", (started,)).fetchone()[0] == 0
-            assert admin.execute("SELECT count(*) FROM trading.snapshots").fetchone()[0] == wrote
+            assert admin.execute("SELECT count(*) FROM trading.portfolio_snapshots WHERE ts >= %s", (started,)).fetchone()[0] == 0
+            assert admin.execute("SELECT count(*) FROM trading.portfolio_snapshots").fetchone()[0] == wrote
             # the job runs again on its schedule, and succeeds; so does the backtest recovery job
             again = eventually(
                 lambda: admin.execute(
@@ -651,7 +657,7 @@ def test_postmaster_killed_during_a_pg_cron_job_and_backtests(capfd):
             )
             assert again[1] == "succeeded", again
             assert admin.execute(
-                "SELECT count(*) FROM trading.snapshots WHERE account_id = %s AND ts >= %s", (live, again[2])
+                "SELECT count(*) FROM trading.portfolio_snapshots WHERE account_id = %s AND ts >= %s", (live, again[2])
             ).fetchone()[0]
             recovered = eventually(
                 lambda: admin.execute(
