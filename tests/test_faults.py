@@ -322,6 +322,7 @@ def test_postmaster_killed_during_ingest_with_live_accounts(capfd):
         eventually(lambda: replayed_count(server.url) >= 30 + 60, timeout=60, what="the feed to store 60 bars")
         eventually(lambda: len(trader.seen) >= 10, timeout=30, what="the client to see 10 fills committed")
         before_bars = replayed_count(server.url)
+        kill_wall = datetime.now(UTC)
         killed_at, exit_s = crash(server)
         trader.join(timeout=30)
         assert not trader.is_alive() and isinstance(trader.error, psycopg.OperationalError)
@@ -332,6 +333,13 @@ def test_postmaster_killed_during_ingest_with_live_accounts(capfd):
         assert feed.poll() is None  # it rode the restart out
 
         with server.connect() as conn:
+            # every bar seen committed before the kill is there (stored by transactions begun before it)
+            survived = conn.execute(
+                "SELECT count(*) FROM market.bars WHERE interval = '1m' AND source LIKE 'replay:%%' "
+                "AND ingested_at < %s",
+                (kill_wall,),
+            ).fetchone()[0]
+            assert survived >= before_bars
             n_fills = conn.execute("SELECT count(*) FROM trading.fills").fetchone()[0]
             # every fill a client saw committed is there, as it saw it
             stored_fills = {
@@ -379,7 +387,8 @@ def test_postmaster_killed_during_ingest_with_live_accounts(capfd):
         with capfd.disabled():
             report(
                 "postmaster SIGKILL during ingest",
-                replayed_bars_before_kill=before_bars,
+                replayed_bars_seen_before_kill=before_bars,
+                replayed_bars_stored_before_kill=survived,
                 replayed_bars_after_restart=sum(n1.values()),
                 client_fills_seen=len(trader.seen),
                 fills_after_restart=n_fills,

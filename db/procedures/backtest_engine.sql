@@ -690,4 +690,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION backtest.run IS
-  'Run a backtest: strategy, symbols, interval, [start_ts, end_ts), parameters (docs/backtesting.md), engine mode (auto: fast unless the strategy sets brackets; fast; exact). Creates the run''s backtest account, trades the strategy''s decisions through the trading core''s rules, writes snapshots and metrics. Invalid requests raise BT001-BT004; a run that fails on the way is kept with status failed and the error (nothing of it half-written).';
+  'Run a backtest: strategy, symbols, interval, [start_ts, end_ts), parameters (docs/backtesting.md), engine mode (auto: fast unless the strategy sets brackets; fast; exact). Creates the run''s backtest account, trades the strategy''s decisions through the trading core''s rules, writes snapshots and metrics. Invalid requests raise BT001-BT004; a run that fails on the way is kept with status failed and the error (nothing of it half-written). A run this session began with the same request (backtest.run_begin, committed as running) is done in that row.';
