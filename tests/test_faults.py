@@ -652,7 +652,8 @@ def test_postmaster_killed_during_a_pg_cron_job_and_backtests(capfd):
             ).fetchone()
             assert status == "failed", (status, message)
             # nothing of the killed run's transaction: no snapshot taken at its time
-            assert admin.execute("SELECT count(*) FROM trading.portfolio_snapshots WHERE ts >= %s", (started,)).fetchone()[0] == 0
+            after = admin.execute("SELECT count(*) FROM trading.portfolio_snapshots WHERE ts >= %s", (started,))
+            assert after.fetchone()[0] == 0
             assert admin.execute("SELECT count(*) FROM trading.portfolio_snapshots").fetchone()[0] == wrote
             # the job runs again on its schedule, and succeeds; so does the backtest recovery job
             again = eventually(

@@ -597,7 +597,6 @@ BEGIN
   -- to mark failed); any other call inserts its own row
   _begun := nullif(current_setting('pgtrade.backtest_run_id', true), '')::bigint;
   IF _begun IS NOT NULL THEN
-    PERFORM set_config('pgtrade.backtest_run_id', '', false);
     UPDATE backtest.runs r
        SET params = _p, mode = CASE WHEN _mode = 'auto' THEN 'fast' ELSE _mode END, parent_id = run.parent_id
      WHERE r.id = _begun AND r.status = 'running' AND r.account_id IS NULL AND r.backend_pid = pg_backend_pid()
@@ -605,6 +604,9 @@ BEGIN
            IS NOT DISTINCT FROM (_s.name, _syms, run.interval, run.start_ts, run.end_ts, run.purpose)
        AND r.owner_account_id IS NOT DISTINCT FROM run.owner_account_id
     RETURNING * INTO _r;
+    IF _r.id IS NOT NULL THEN
+      PERFORM set_config('pgtrade.backtest_run_id', '', false);
+    END IF;
   END IF;
   IF _r.id IS NULL THEN
     INSERT INTO backtest.runs (owner_account_id, parent_id, purpose, strategy, symbols, "interval", start_ts, end_ts,
