@@ -30,7 +30,10 @@ last one wins, as in the upsert) and each is counted with the commit that stored
 
 Resilience: a batch that fails with a transient database error (connection dropped) is resent on a new
 connection, with backoff; the upsert makes a resend of an already-committed batch change nothing, so no bar is lost
-or stored twice. Transient API errors are retried by ``_retry``; a poll that still fails is counted and skipped.
+or stored twice (so a feed rides out a server restart that is over within its retry budget). A replay killed
+outright and started again with ``--resume`` continues each symbol at the minute after its last stored bar with the
+next bar of its history (``replay_ticks``). Transient API errors are retried by ``_retry``; a poll that still fails is
+counted and skipped.
 """
 
 from __future__ import annotations
