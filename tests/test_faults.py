@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -57,6 +57,7 @@ INTERRUPTED = "interrupted (server restart or backend killed)"
 class Server:
     cluster: Cluster
     url: str
+    procs: list[subprocess.Popen] = field(default_factory=list)  # started for the test: killed at its end
 
     def connect(self, **kw) -> psycopg.Connection:
         return psycopg.connect(self.url, connect_timeout=5, **kw)
@@ -79,15 +80,25 @@ def own_server(name: str) -> Iterator[Server]:
     home = Path(tempfile.mkdtemp(prefix=f"pgtrade-fault-{name}-", dir="/tmp"))
     os.chmod(home, 0o755)
     cluster = Cluster(home=home / "cluster", port=free_port(), dbname="pgtrade_faults")
+    procs: list[subprocess.Popen] = []
     try:
         cluster.init()
         cluster.start()
         cluster.create_database()
         with psycopg.connect(cluster.url(), autocommit=True) as conn:
             migrate(conn)
-        yield Server(cluster, cluster.url())
+        yield Server(cluster, cluster.url(), procs)
     finally:
-        cluster.destroy()
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=30)
+        try:
+            cluster.destroy()
+        except Exception:  # noqa: BLE001 - a test failed half-way through a crash: end what is left of it
+            pid_file = cluster.data_dir / "postmaster.pid"
+            if pid_file.exists() and _alive(pm := int(pid_file.read_text().split()[0])):
+                os.kill(pm, signal.SIGKILL)
         shutil.rmtree(home, ignore_errors=True)
 
 
@@ -172,7 +183,7 @@ def report(what: str, **figures) -> None:
 
 def cli(server: Server, *args: str, **popen) -> subprocess.Popen:
     env = {**os.environ, "PGTRADE_DATABASE_URL": server.url, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "pgtrade.cli", *args],
         cwd=ROOT,
         env=env,
@@ -181,6 +192,8 @@ def cli(server: Server, *args: str, **popen) -> subprocess.Popen:
         text=True,
         **popen,
     )
+    server.procs.append(proc)
+    return proc
 
 
 def daily_history(conn: psycopg.Connection, symbols, *, days: int, seed: int = 14) -> dict[str, list[Decimal]]:
@@ -506,6 +519,7 @@ def test_killed_backtests_are_marked_failed_never_half_written(capfd):
             )
             driver = subprocess.Popen([sys.executable, "-c", script, server.url], cwd=ROOT,
                                       env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+            server.procs.append(driver)
             parent = eventually(
                 lambda: admin.execute(
                     "SELECT id FROM backtest.runs WHERE purpose = 'grid' AND backend_pid IS NOT NULL"
@@ -623,6 +637,7 @@ def test_postmaster_killed_during_a_pg_cron_job_and_backtests(capfd):
                  server.url],
                 cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=subprocess.DEVNULL,
             )  # fmt: skip
+            server.procs.append(driver)
             parent = eventually(
                 lambda: admin.execute(
                     "SELECT id FROM backtest.runs WHERE purpose = 'grid' AND backend_pid IS NOT NULL"
