@@ -30,7 +30,10 @@ last one wins, as in the upsert) and each is counted with the commit that stored
 
 Resilience: a batch that fails with a transient database error (connection dropped) is resent on a new
 connection, with backoff; the upsert makes a resend of an already-committed batch change nothing, so no bar is lost
-or stored twice. Transient API errors are retried by ``_retry``; a poll that still fails is counted and skipped.
+or stored twice (so a feed rides out a server restart that is over within its retry budget). A replay killed
+outright and started again with ``--resume`` continues each symbol at the minute after its last stored bar with the
+next bar of its history (``replay_ticks``). Transient API errors are retried by ``_retry``; a poll that still fails is
+counted and skipped.
 """
 
 from __future__ import annotations
@@ -302,14 +305,25 @@ def _register_synthetic(conn: psycopg.Connection, symbols: Iterable[str]) -> Non
 
 
 def replay_ticks(
-    conn: psycopg.Connection, symbols: list[str], *, start: datetime, resume: bool = False
-) -> tuple[Iterator[Tick], str]:
+    conn: psycopg.Connection,
+    symbols: list[str],
+    *,
+    start: datetime,
+    resume: bool = False,
+    until: datetime | None = None,
+) -> tuple[Iterator[Tick], str, datetime]:
     """Stored bars of each symbol, re-stamped to consecutive minutes from ``start`` (see the module docstring).
 
     The source is the symbol's finest stored series that is not itself a replay (a replay never replays replayed
-    bars). ``resume``: skip the bars earlier replays already sent, i.e. as many as the symbol has replayed 1m bars,
-    so a second run continues the history where the first stopped instead of starting it again."""
+    bars). ``resume``: continue each symbol exactly after the bars earlier replays stored: its history from the bar
+    after them (it has as many replayed 1m bars as bars of its history were sent) and its time from the minute after
+    the newest of them, so a feed stopped or killed at any point and started again with ``--resume`` stores every
+    bar of the history once, at consecutive minutes: no gap, no duplicate. (An ingest batch is one transaction, so
+    what a killed feed stored is a prefix of each symbol's history.) The run then starts at the earliest such minute
+    (a symbol never replayed joins there), not at ``start``. ``until``: no bar stamped later is sent (a run faster
+    than real time must end by the present). Returns the ticks, the source name and the run's first minute."""
     series: dict[str, list[tuple]] = {}
+    firsts: dict[str, datetime] = {}
     used = []
     for sym in symbols:
         row = conn.execute(
@@ -319,10 +333,13 @@ def replay_ticks(
         ).fetchone()
         skip = 0
         if resume:
-            skip = conn.execute(
-                "SELECT count(*) FROM market.bars WHERE symbol = %s AND interval = '1m' AND source LIKE 'replay:%%'",
+            skip, last = conn.execute(
+                "SELECT count(*), max(ts) FROM market.bars WHERE symbol = %s AND interval = '1m' "
+                "AND source LIKE 'replay:%%'",
                 (sym,),
-            ).fetchone()[0]
+            ).fetchone()
+            if last is not None:
+                firsts[sym] = last + timedelta(minutes=1)
         if row:
             bars = conn.execute(
                 "SELECT open, high, low, close, volume FROM market.bars WHERE symbol = %s "
@@ -344,18 +361,25 @@ def replay_ticks(
             ]
             used.append(f"{sym}:{entry.interval}(bundled)")
         series[sym] = bars[skip:]
+    if firsts:
+        start = min(firsts.values())
+    first = {sym: firsts.get(sym, start) for sym in symbols}
 
     def gen() -> Iterator[Tick]:
-        for i in range(max(len(b) for b in series.values())):
+        minutes = max(len(b) + int((first[sym] - start).total_seconds() // 60) for sym, b in series.items())
+        for i in range(minutes):
             ts = start + timedelta(minutes=i)
+            if until is not None and ts > until:
+                return
             for sym, bars in series.items():
-                if i < len(bars):
-                    o, h, lo, c, v = bars[i]
+                k = i - int((first[sym] - start).total_seconds() // 60)
+                if 0 <= k < len(bars):
+                    o, h, lo, c, v = bars[k]
                     yield Tick(
                         (i + 1) * 60.0, Bar(symbol=sym, interval="1m", ts=ts, open=o, high=h, low=lo, close=c, volume=v)
                     )
 
-    return gen(), "replay:" + ",".join(used)
+    return gen(), "replay:" + ",".join(used), start
 
 
 def polling_ticks(
@@ -429,7 +453,10 @@ def build(config: StreamConfig, *, url: str, fetch=None, on_connect=None) -> Str
             if config.interval != "1m":
                 raise PgtradeError("replay re-stamps bars as 1m bars; use --interval 1m")
             start = sim_start(config, now, len(symbols))
-            ticks, name = replay_ticks(setup, symbols, start=start, resume=config.resume)
+            # faster than real time, the run ends by the present (--ends-ago before it): the last bar sent is the
+            # last closed minute then (a resumed run starts where the previous one stopped, so it is cut here)
+            until = None if config.speed == 1 else _floor_minute(now - timedelta(minutes=config.ends_ago + 1))
+            ticks, name, start = replay_ticks(setup, symbols, start=start, resume=config.resume, until=until)
             stream = Stream(
                 config,
                 url=url,

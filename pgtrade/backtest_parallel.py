@@ -5,7 +5,9 @@ The rules live in the database: a grid is ``backtest.grid_begin`` / ``backtest.g
 step / ``backtest.walk_forward_finish`` (db/procedures/backtest_grid.sql, backtest_walk_forward.sql). ``backtest.grid``
 and ``backtest.walk_forward`` make the same calls one after another in one transaction; this module makes the
 independent middle calls on ``jobs`` connections at once, each call in a transaction of its own that commits, so
-every run is isolated on its own account and visible as soon as it is done.
+every run is isolated on its own account and visible as soon as it is done. The connection that began the parent
+run holds it (``backtest.run_hold``) until it is finished: if this process or the server dies half-way, the parent
+is marked failed by ``backtest.fail_interrupted_runs`` (db/procedures/backtest_recovery.sql), never left running.
 """
 
 from __future__ import annotations
@@ -139,6 +141,7 @@ def grid(
             "SELECT (backtest.grid_begin(%s, %s, %s, %s, %s, %s, %s, %s)).id",
             (strategy, symbols, interval, start, end, Jsonb(params), None if grid is None else Jsonb(grid), objective),
         ).fetchone()[0]
+        conn.execute("SELECT backtest.run_hold(%s)", (parent,))
         points = [
             r[0]
             for r in conn.execute(
@@ -148,8 +151,9 @@ def grid(
             )
         ]
         conn.commit()
-    return _steps(url, parent, t0, "SELECT (backtest.grid_run(%s, %s)).id", [(parent, Jsonb(p)) for p in points],
-                  "SELECT backtest.grid_finish(%s)", jobs=jobs, progress=progress, on_total=on_total)  # fmt: skip
+        # this session holds the parent until it is finished (see _steps)
+        return _steps(url, parent, t0, "SELECT (backtest.grid_run(%s, %s)).id", [(parent, Jsonb(p)) for p in points],
+                      "SELECT backtest.grid_finish(%s)", jobs=jobs, progress=progress, on_total=on_total)  # fmt: skip
 
 
 def walk_forward(
@@ -193,8 +197,10 @@ def walk_forward(
                 None if ml is None else Jsonb(ml),
             ),
         ).fetchone()[0]
+        conn.execute("SELECT backtest.run_hold(%s)", (parent,))
         tasks = conn.execute("SELECT n, params FROM backtest.walk_forward_tasks(%s)", (parent,)).fetchall()
         conn.commit()
-    return _steps(url, parent, t0, "SELECT backtest.walk_forward_train(%s, %s, %s)",
-                  [(parent, n, Jsonb(p)) for n, p in tasks], "SELECT backtest.walk_forward_finish(%s)",
-                  jobs=jobs, progress=progress, on_total=on_total)  # fmt: skip
+        # this session holds the parent until it is finished (see _steps)
+        return _steps(url, parent, t0, "SELECT backtest.walk_forward_train(%s, %s, %s)",
+                      [(parent, n, Jsonb(p)) for n, p in tasks], "SELECT backtest.walk_forward_finish(%s)",
+                      jobs=jobs, progress=progress, on_total=on_total)  # fmt: skip

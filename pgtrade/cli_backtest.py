@@ -9,6 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import click
+import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from rich.table import Table
@@ -131,14 +132,27 @@ def bt_run(strategy, symbols, start, end, interval, cash, commission, slippage, 
             if key in p:
                 raise PgtradeError(f"{key} given twice (as an option and as --param)")
             p[key] = _number(key, value)
-    with connect() as conn, conn.cursor(row_factory=dict_row) as cur:
+    request = (strategy, _symbols(symbols), interval, start, end)
+    with connect(autocommit=True) as conn, conn.cursor(row_factory=dict_row) as cur:
         with console.status(f"backtesting {strategy} on {symbols} {interval} in the database"):
-            run = cur.execute(
-                "SELECT * FROM backtest.run(%s, %s, %s, %s::timestamptz, %s::timestamptz, %s, %s)",
-                (strategy, _symbols(symbols), interval, start, end, Jsonb(p), mode),
+            # committed as running first: if the server or this process dies during the run, the run is marked
+            # failed (backtest.fail_interrupted_runs), never lost or left half-written
+            begun = cur.execute(
+                "SELECT id FROM backtest.run_begin(%s, %s, %s, %s::timestamptz, %s::timestamptz, %s)",
+                (*request, Jsonb(p)),
                 prepare=False,
-            ).fetchone()
-        conn.commit()  # a failed run is kept, with its error
+            ).fetchone()["id"]
+            try:
+                with conn.transaction():  # a failed run is kept, with its error
+                    run = cur.execute(
+                        "SELECT * FROM backtest.run(%s, %s, %s, %s::timestamptz, %s::timestamptz, %s, %s)",
+                        (*request, Jsonb(p), mode),
+                        prepare=False,
+                    ).fetchone()
+            except psycopg.Error:
+                if not conn.broken:  # a refused request (e.g. BT004) was never a run
+                    cur.execute("SELECT backtest.run_discard(%s)", (begun,))
+                raise
         if as_json:
             emit_json(_run_json(conn, run))
         elif run["status"] == "done":

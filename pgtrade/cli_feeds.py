@@ -165,7 +165,8 @@ def load_alpaca_cmd(symbols, start, end, asset_class, as_json, interval, feed) -
 @click.option(
     "--resume",
     is_flag=True,
-    help="Replay: continue each symbol's history after the bars earlier replays sent (else from its first bar).",
+    help="Replay: continue each symbol's history after the bars earlier replays stored, from the minute after the "
+    "last of them (else from its first bar, at the run's own start).",
 )
 @click.option(
     "--ends-ago",

@@ -140,21 +140,40 @@ def test_replay_restamps_stored_history_to_consecutive_minutes(db_url, unique_sy
 
 def test_replay_resumes_after_the_bars_earlier_replays_sent(db_url, unique_symbol):
     _store_daily_history(db_url, unique_symbol, days=5)
-    first = build(StreamConfig(source="replay", symbols=(unique_symbol,), speed=600, max_bars=2), url=db_url)
+    # placed to end 10 minutes ago: room for the resumed run
+    first = build(
+        StreamConfig(source="replay", symbols=(unique_symbol,), speed=600, max_bars=2, ends_ago=10), url=db_url
+    )
     assert first.run().inserted == 2
     assert [r[5] for r in sorted(stored(db_url, [unique_symbol]))] == [Decimal("10.5"), Decimal("11.5")]
-    # the second run replays the daily history again (never the replayed 1m bars), from the third day on, placed
-    # to end 10 minutes ago
+    # the second run replays the daily history again (never the replayed 1m bars), from the third day on, stamped
+    # from the minute after the first run's last bar: no gap, no overlap
     second = build(
-        StreamConfig(source="replay", symbols=(unique_symbol,), speed=600, max_bars=2, resume=True, ends_ago=10),
-        url=db_url,
+        StreamConfig(source="replay", symbols=(unique_symbol,), speed=600, max_bars=2, resume=True), url=db_url
     )
-    assert datetime.now(UTC) - second.start >= timedelta(minutes=12)
+    assert second.start == first.start + timedelta(minutes=2)
     assert second.source_name == f"replay:{unique_symbol}:1d"
-    second.run()
+    assert second.run().inserted == 2
     rows = sorted(stored(db_url, [unique_symbol]), key=lambda r: r[1])
-    sent = [r[5] for r in rows if second.start <= r[1] < second.start + timedelta(minutes=2)]
-    assert sent == [Decimal("12.5"), Decimal("13.5")]
+    assert [r[1] for r in rows] == [first.start + timedelta(minutes=i) for i in range(4)]
+    assert [r[5] for r in rows] == [Decimal("10.5"), Decimal("11.5"), Decimal("12.5"), Decimal("13.5")]
+
+
+def test_resumed_replay_faster_than_real_time_stops_at_the_present(db_url, unique_symbol):
+    _store_daily_history(db_url, unique_symbol, days=20)
+    first = build(
+        StreamConfig(source="replay", symbols=(unique_symbol,), speed=600, max_bars=2, ends_ago=3), url=db_url
+    )
+    first.run()
+    # 18 bars are left, but only the minutes up to the last closed one may be stamped: the run is cut there
+    second = build(
+        StreamConfig(source="replay", symbols=(unique_symbol,), speed=6000, max_bars=18, resume=True), url=db_url
+    )
+    stats = second.run()
+    assert stats.rejected == 0 and stats.stopped_by == "source exhausted" and 2 <= stats.inserted < 18
+    rows = sorted(stored(db_url, [unique_symbol]), key=lambda r: r[1])
+    assert [r[1] for r in rows] == [first.start + timedelta(minutes=i) for i in range(len(rows))]
+    assert rows[-1][1] + timedelta(minutes=1) <= datetime.now(UTC)
 
 
 def test_polling_source_with_injected_fetch(db_url, unique_symbol):

@@ -579,6 +579,7 @@ DECLARE
   _hint text;
   _bars market.ohlcv[];
   _tail backtest.runs;
+  _begun bigint;
 BEGIN
   _syms := internal.backtest_request(run.strategy, run.symbols, run.interval, run.start_ts, run.end_ts);
   SELECT * INTO _s FROM backtest.strategies s WHERE s.name = run.strategy;
@@ -591,11 +592,29 @@ BEGIN
   END IF;
   _p := internal.backtest_params(_s, run.params);
 
-  INSERT INTO backtest.runs (owner_account_id, parent_id, purpose, strategy, symbols, "interval", start_ts, end_ts,
-                             params, mode)
-  VALUES (run.owner_account_id, run.parent_id, run.purpose, _s.name, _syms, run.interval, run.start_ts, run.end_ts,
-          _p, CASE WHEN _mode = 'auto' THEN 'fast' ELSE _mode END)
-  RETURNING * INTO _r;
+  -- a run this session began and committed as running (backtest.run_begin, db/procedures/backtest_recovery.sql)
+  -- with the same request is done in that row (a crash then leaves it running, for backtest.fail_interrupted_runs
+  -- to mark failed); any other call inserts its own row
+  _begun := nullif(current_setting('pgtrade.backtest_run_id', true), '')::bigint;
+  IF _begun IS NOT NULL THEN
+    UPDATE backtest.runs r
+       SET params = _p, mode = CASE WHEN _mode = 'auto' THEN 'fast' ELSE _mode END, parent_id = run.parent_id
+     WHERE r.id = _begun AND r.status = 'running' AND r.account_id IS NULL AND r.backend_pid = pg_backend_pid()
+       AND (r.strategy, r.symbols, r.interval, r.start_ts, r.end_ts, r.purpose)
+           IS NOT DISTINCT FROM (_s.name, _syms, run.interval, run.start_ts, run.end_ts, run.purpose)
+       AND r.owner_account_id IS NOT DISTINCT FROM run.owner_account_id
+    RETURNING * INTO _r;
+    IF _r.id IS NOT NULL THEN
+      PERFORM set_config('pgtrade.backtest_run_id', '', false);
+    END IF;
+  END IF;
+  IF _r.id IS NULL THEN
+    INSERT INTO backtest.runs (owner_account_id, parent_id, purpose, strategy, symbols, "interval", start_ts, end_ts,
+                               params, mode)
+    VALUES (run.owner_account_id, run.parent_id, run.purpose, _s.name, _syms, run.interval, run.start_ts, run.end_ts,
+            _p, CASE WHEN _mode = 'auto' THEN 'fast' ELSE _mode END)
+    RETURNING * INTO _r;
+  END IF;
 
   BEGIN
     _a := trading.create_account(format('backtest run %s', _r.id), (_p->>'cash')::numeric, 'backtest', run.start_ts,
@@ -673,4 +692,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION backtest.run IS
-  'Run a backtest: strategy, symbols, interval, [start_ts, end_ts), parameters (docs/backtesting.md), engine mode (auto: fast unless the strategy sets brackets; fast; exact). Creates the run''s backtest account, trades the strategy''s decisions through the trading core''s rules, writes snapshots and metrics. Invalid requests raise BT001-BT004; a run that fails on the way is kept with status failed and the error (nothing of it half-written).';
+  'Run a backtest: strategy, symbols, interval, [start_ts, end_ts), parameters (docs/backtesting.md), engine mode (auto: fast unless the strategy sets brackets; fast; exact). Creates the run''s backtest account, trades the strategy''s decisions through the trading core''s rules, writes snapshots and metrics. Invalid requests raise BT001-BT004; a run that fails on the way is kept with status failed and the error (nothing of it half-written). A run this session began with the same request (backtest.run_begin, committed as running) is done in that row.';
