@@ -335,7 +335,7 @@ def _fmt_ts(ts: datetime | None) -> str:
 
 
 # Command modules register themselves on the groups above (imported last: they import this module).
-from . import cli_alerts, cli_backtest, cli_backtest_lookahead, cli_backtest_wf, cli_feeds, cli_ml, cli_trading  # noqa: E402,F401
+from . import cli_alerts, cli_backtest, cli_backtest_lookahead, cli_backtest_wf, cli_feeds, cli_ml, cli_trading, replica  # noqa: E402,F401
 
 if __name__ == "__main__":  # pragma: no cover
     # `python -m pgtrade.cli`: this file runs as __main__, while the command modules above registered their commands

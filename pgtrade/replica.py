@@ -87,8 +87,13 @@ class Replica:
     primary: Cluster
     home: Path
     port: int
-    #: application_name of its replication connection (the row of pg_stat_replication on the primary)
-    name: str = "pgtrade_replica"
+    #: application_name of its replication connection (its row of pg_stat_replication on the primary); by default
+    #: pgtrade_replica_<port>, so that several replicas of one primary are told apart
+    name: str = ""
+
+    @property
+    def application_name(self) -> str:
+        return self.name or f"pgtrade_replica_{self.port}"
 
     @property
     def cluster(self) -> Cluster:
@@ -119,7 +124,7 @@ class Replica:
             _chown(self.home, owner)
             _check_reachable(self.home, owner.pw_name)
         conninfo = (
-            f"host=127.0.0.1 port={self.primary.port} user={REPLICATION_ROLE} application_name={self.name}"
+            f"host=127.0.0.1 port={self.primary.port} user={REPLICATION_ROLE} application_name={self.application_name}"
         )
         res = _run_as_server_user(
             [
@@ -166,12 +171,14 @@ class Replica:
         with psycopg.connect(self.primary.url("postgres"), autocommit=True) as conn:
             while True:
                 row = conn.execute(
-                    "SELECT state FROM pg_stat_replication WHERE application_name = %s", (self.name,)
+                    "SELECT state FROM pg_stat_replication WHERE application_name = %s", (self.application_name,)
                 ).fetchone()
                 if row and row[0] == "streaming":
                     return
                 if time.monotonic() > deadline:
-                    raise PgtradeError(f"the replica did not start streaming within {timeout:.0f} s (log {self.cluster.log_file})")
+                    raise PgtradeError(
+                        f"the replica did not start streaming within {timeout:.0f} s (log {self.cluster.log_file})"
+                    )
                 time.sleep(0.1)
 
     def status(self) -> dict:
@@ -183,7 +190,7 @@ class Replica:
         info["running"] = info["initialized"] and self.running()
         if self.primary.running():
             with psycopg.connect(self.primary.url("postgres"), autocommit=True, row_factory=dict_row) as conn:
-                info["primary"] = conn.execute(REPLICATION_STATUS_SQL, (self.name,)).fetchone()
+                info["primary"] = conn.execute(REPLICATION_STATUS_SQL, (self.application_name,)).fetchone()
         if info["running"]:
             with psycopg.connect(self.url("postgres"), autocommit=True, row_factory=dict_row) as conn:
                 info["standby"] = conn.execute(STANDBY_STATUS_SQL).fetchone()
@@ -208,3 +215,83 @@ SELECT pg_is_in_recovery() AS in_recovery, pg_last_wal_receive_lsn()::text AS re
        pg_last_wal_replay_lsn()::text AS replay_lsn, pg_last_xact_replay_timestamp() AS last_replayed_commit,
        (SELECT status FROM pg_stat_wal_receiver) AS receiver_status
 """
+
+
+# ---------------------------------------------------------------------------------------------------- CLI
+def default_replica() -> Replica:
+    """The replica of this checkout's cluster: in ``<cluster home>/replica``, port ``$PGTRADE_REPLICA_PORT`` or the
+    primary's + 1."""
+    import os
+
+    from .cluster import default_cluster
+
+    primary = default_cluster()
+    port = int(os.environ.get("PGTRADE_REPLICA_PORT") or primary.port + 1)
+    return Replica(primary=primary, home=primary.home / "replica", port=port)
+
+
+def _register_cli() -> None:
+    import click
+
+    from .cli import _local_cluster, console, db, emit_json, redact, user_errors
+
+    @db.group("replica")
+    def replica_group() -> None:
+        """A streaming read replica of the local cluster (hot standby on its own port; docs/scaling.md)."""
+
+    @replica_group.command("up")
+    @user_errors
+    def replica_up() -> None:
+        """Copy the running primary (pg_basebackup), start the copy as a hot standby and wait until it streams."""
+        _local_cluster()  # refuses when PGTRADE_DATABASE_URL names a server pgtrade does not manage
+        rep = default_replica()
+        created = not rep.initialized()
+        rep.create()
+        rep.start()
+        rep.wait_streaming()
+        state = "created and streaming" if created else "streaming"
+        console.print(
+            f"replica {state}: {redact(rep.url())} (read-only; data in {rep.cluster.data_dir})", highlight=False
+        )
+
+    @replica_group.command("status")
+    @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+    @user_errors
+    def replica_status(as_json: bool) -> None:
+        """Whether the replica runs and streams, and its lag (bytes of WAL and time) as the primary sees it."""
+        _local_cluster()
+        rep = default_replica()
+        info = rep.status()
+        if rep.initialized():
+            info["url"] = redact(rep.url())
+        if as_json:
+            emit_json(info)
+        else:
+            prim, stby = info.get("primary") or {}, info.get("standby") or {}
+            console.print(
+                f"replica: {'running' if info['running'] else 'not running'} on port {rep.port} ({rep.home})\n"
+                f"primary sees: {prim.get('state', 'no replication connection')}, replay lag "
+                f"{prim.get('replay_lag_bytes')} bytes, {prim.get('replay_lag_ms')} ms\n"
+                f"standby: receiver {stby.get('receiver_status')}, replayed up to {stby.get('replay_lsn')}, "
+                f"last replayed commit {stby.get('last_replayed_commit')}",
+                highlight=False,
+            )
+        if not info["running"]:
+            raise SystemExit(3)
+
+    @replica_group.command("down")
+    @click.option("--destroy", is_flag=True, help="Also delete the replica's data directory.")
+    @user_errors
+    def replica_down(destroy: bool) -> None:
+        """Stop the replica (the primary is not touched); --destroy deletes its copy."""
+        _local_cluster()
+        rep = default_replica()
+        if destroy:
+            rep.destroy()
+            console.print("replica stopped and deleted")
+        else:
+            rep.stop()
+            console.print("replica stopped")
+
+
+_register_cli()

@@ -45,6 +45,7 @@ from pgtrade.replica import REPLICATION_ROLE, Replica
 DB = "pgtrade_repl"
 LIVE = "REPLX"  # a 24x7 instrument, so a market order finds a fresh price at any hour
 TRADER = "repl_trader"
+ROLES = ("web_anon", "trader", "pgtrade_admin")
 GOOG_FROM, GOOG_TO = "2004-08-19", "2013-03-02"
 CLOCK_COLUMNS = {"as_of", "time"}
 
@@ -77,7 +78,9 @@ def _live_bars(conn: psycopg.Connection, closes: list[str], end: datetime) -> No
     """1-minute bars of LIVE ending at the minute before ``end`` (the ingest path, committed)."""
     n = len(closes)
     items = [
-        Bar(symbol=LIVE, interval="1m", ts=end - timedelta(minutes=n - i), open=c, high=c, low=c, close=c, volume="1000")
+        Bar(
+            symbol=LIVE, interval="1m", ts=end - timedelta(minutes=n - i), open=c, high=c, low=c, close=c, volume="1000"
+        )
         for i, c in enumerate(closes)
     ]
     report = ingest(conn, items, source="test_replica")
@@ -100,10 +103,19 @@ def nodes() -> Iterator[Nodes]:
         with psycopg.connect(primary.url()) as conn:
             load_sample(conn, symbols=["GOOG"])
             conn.commit()
-            instrument(conn, LIVE, asset_class="crypto", session_tz="UTC", session_open=None, session_close=None,
-                       trades_weekends=True)
+            instrument(
+                conn,
+                LIVE,
+                asset_class="crypto",
+                session_tz="UTC",
+                session_open=None,
+                session_close=None,
+                trades_weekends=True,
+            )
             conn.commit()
-            _live_bars(conn, ["100", "101", "102"], datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=10))
+            _live_bars(
+                conn, ["100", "101", "102"], datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=10)
+            )
             conn.execute(
                 "SELECT trading.create_account(%s, 100000, 'live', NULL, %s::jsonb)",
                 (TRADER, json.dumps({"max_position_pct": 100, "max_price_age": "1 day"})),
@@ -148,7 +160,14 @@ class Response:
 
 
 def rest(
-    conn: psycopg.Connection, method: str, role: str, query: str, params=(), *, account: str | None = None, volatile=True
+    conn: psycopg.Connection,
+    method: str,
+    role: str,
+    query: str,
+    params=(),
+    *,
+    account: str | None = None,
+    volatile=True,
 ) -> Response:
     """One request as PostgREST (v12) runs it on an autocommit connection: the access mode from the method and the
     function's volatility (GET and HEAD, and POST to a STABLE or IMMUTABLE function, READ ONLY; POST to a VOLATILE
@@ -173,7 +192,8 @@ def rest(
                 raise
     except psycopg.Error as exc:
         return Response(
-            status=postgrest_status(exc.sqlstate, role != "web_anon"), sqlstate=exc.sqlstate,
+            status=postgrest_status(exc.sqlstate, role != "web_anon"),
+            sqlstate=exc.sqlstate,
             message=exc.diag.message_primary,
         )
     return Response(rows, int(status) if status else 200)
@@ -183,15 +203,18 @@ def _api_reads(conn: psycopg.Connection) -> list[tuple[str, str, bool]]:
     """Every GET the API serves, found in the catalog (grows with the API): (role, query, volatile) per view a web
     role may read (ordered by every column) and per STABLE api function without arguments it may execute."""
     views = conn.execute(
-        """SELECT r.role, c.relname FROM pg_class c CROSS JOIN unnest(ARRAY['web_anon', 'trader', 'pgtrade_admin']) r(role)
-           WHERE c.relnamespace = 'api'::regnamespace AND c.relkind = 'v' AND has_table_privilege(r.role, c.oid, 'SELECT')
-           ORDER BY 2, 1"""
+        """SELECT r.role, c.relname FROM pg_class c CROSS JOIN unnest(%s::text[]) r(role)
+           WHERE c.relnamespace = 'api'::regnamespace AND c.relkind = 'v'
+             AND has_table_privilege(r.role, c.oid, 'SELECT')
+           ORDER BY 2, 1""",
+        (list(ROLES),),
     ).fetchall()
     fns = conn.execute(
-        """SELECT r.role, p.proname FROM pg_proc p CROSS JOIN unnest(ARRAY['web_anon', 'trader', 'pgtrade_admin']) r(role)
+        """SELECT r.role, p.proname FROM pg_proc p CROSS JOIN unnest(%s::text[]) r(role)
            WHERE p.pronamespace = 'api'::regnamespace AND p.provolatile <> 'v' AND p.pronargs - p.pronargdefaults = 0
              AND has_function_privilege(r.role, p.oid, 'EXECUTE')
-           ORDER BY 2, 1"""
+           ORDER BY 2, 1""",
+        (list(ROLES),),
     ).fetchall()
     reads = [(role, f"SELECT * FROM api.{v} ORDER BY 1", False) for role, v in views]
     reads += [(role, f"SELECT * FROM api.{f}()", False) for role, f in fns]
@@ -218,7 +241,8 @@ def test_every_api_read_answers_on_the_replica_what_it_answers_on_the_primary(no
         assert {q.split()[3] for _, q, _ in reads} >= {"api.bars", "api.fills", "api.backtests", "api.health()"}
         nonempty = 0
         for role, query, volatile in reads:
-            for attempt in range(3):  # a pg_cron snapshot or a policy may commit between the two reads: read again
+            for attempt in range(3):  # noqa: B007 (reported on failure)
+                # a pg_cron snapshot or a policy may commit between the two reads: read again
                 nodes.caught_up()
                 on_primary = rest(p, "GET", role, query, account=TRADER, volatile=volatile)
                 nodes.caught_up()
@@ -259,10 +283,11 @@ def test_bars_and_fills_committed_on_the_primary_appear_on_the_replica_with_the_
         assert seen.row["qty"] == Decimal(5) and seen.row["price"] > 0
         lag = p.execute(
             """SELECT state, pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn) AS replay_bytes,
-                      extract(epoch FROM write_lag) * 1000 AS write_ms, extract(epoch FROM flush_lag) * 1000 AS flush_ms,
+                      extract(epoch FROM write_lag) * 1000 AS write_ms,
+                      extract(epoch FROM flush_lag) * 1000 AS flush_ms,
                       extract(epoch FROM replay_lag) * 1000 AS replay_ms
                FROM pg_stat_replication WHERE application_name = %s""",
-            (nodes.replica.name,),
+            (nodes.replica.application_name,),
         ).fetchone()
         status = nodes.replica.status()
     print(
@@ -310,12 +335,18 @@ def test_the_standby_runs_no_scheduler_and_refuses_every_write_even_temporary_ta
         assert "pg_cron launcher" in on_primary and "TimescaleDB Background Worker Launcher" in on_primary
         assert on_replica == [], on_replica
         # the jobs' definitions and history are replicated and readable
-        jobs = r.execute("SELECT count(*) FROM timescaledb_information.jobs WHERE hypertable_schema = 'market'").fetchone()
+        jobs = r.execute(
+            "SELECT count(*) FROM timescaledb_information.jobs WHERE hypertable_schema = 'market'"
+        ).fetchone()
         cron = r.execute("SELECT count(*) FROM cron.job WHERE jobname LIKE 'pgtrade-%'").fetchone()
         assert jobs[0] >= 4 and cron[0] >= 1
-        print(f"\nprimary background workers: {on_primary}; replica: none; {jobs[0]} TimescaleDB jobs, {cron[0]} pg_cron jobs readable")
+        print(
+            f"\nprimary background workers: {on_primary}; replica: none; "
+            f"{jobs[0]} TimescaleDB jobs, {cron[0]} pg_cron jobs readable"
+        )
         job = r.execute(
-            "SELECT min(job_id) FROM timescaledb_information.jobs WHERE proc_name = 'policy_refresh_continuous_aggregate'"
+            "SELECT min(job_id) FROM timescaledb_information.jobs"
+            " WHERE proc_name = 'policy_refresh_continuous_aggregate'"
         ).fetchone()[0]
         for stmt in (
             "CREATE TEMP TABLE t (x int)",
@@ -331,11 +362,15 @@ def test_the_standby_runs_no_scheduler_and_refuses_every_write_even_temporary_ta
 def test_a_backtest_reads_on_the_replica_and_its_engine_runs_on_a_writable_node_fed_by_the_replica(nodes):
     run_id = nodes.run_id
     with nodes.p(autocommit=True) as p:
-        stored = p.cursor(row_factory=dict_row).execute("SELECT * FROM backtest.runs WHERE id = %s", (run_id,)).fetchone()
+        stored = (
+            p.cursor(row_factory=dict_row).execute("SELECT * FROM backtest.runs WHERE id = %s", (run_id,)).fetchone()
+        )
         stored_decisions = p.execute(
             "SELECT symbol, ts, target FROM backtest.decisions WHERE run_id = %s ORDER BY ts", (run_id,)
         ).fetchall()
-        metrics, data_hash = p.execute("SELECT metrics, data_hash FROM backtest.runs WHERE id = %s", (run_id,)).fetchone()
+        metrics, data_hash = p.execute(
+            "SELECT metrics, data_hash FROM backtest.runs WHERE id = %s", (run_id,)
+        ).fetchone()
     assert stored is not None and len(stored_decisions) > 50
     nodes.caught_up()
     with nodes.r(autocommit=True) as r:
@@ -366,10 +401,19 @@ def test_a_backtest_reads_on_the_replica_and_its_engine_runs_on_a_writable_node_
         # and the stored run through the API, as the trader who started it (GET /backtests, /backtest_equity)
         runs = rest(r, "GET", "trader", "SELECT id, status, metrics FROM api.backtests", account=TRADER)
         assert [(x["id"], x["status"], x["metrics"]) for x in runs.rows] == [(run_id, "done", metrics)]
-        equity = rest(r, "GET", "trader", "SELECT count(*), max(total_value) FROM api.backtest_equity WHERE run_id = %s",
-                      (run_id,), account=TRADER).row
+        equity = rest(
+            r,
+            "GET",
+            "trader",
+            "SELECT count(*), max(total_value) FROM api.backtest_equity WHERE run_id = %s",
+            (run_id,),
+            account=TRADER,
+        ).row
         assert equity["count"] == n_bars + 1 or equity["count"] == n_bars
-    print(f"\nread side of run {run_id} on the replica ({n_bars} bars, {len(decided)} decisions, metrics): {read_side:.3f} s")
+    print(
+        f"\nread side of run {run_id} on the replica ({n_bars} bars, {len(decided)} decisions, metrics): "
+        f"{read_side:.3f} s"
+    )
 
     # the engine on a writable node whose market data comes from the replica (postgres_fdw)
     home = Path(tempfile.mkdtemp(prefix="pgtrade-worker-", dir="/tmp"))
@@ -389,19 +433,25 @@ def test_a_backtest_reads_on_the_replica_and_its_engine_runs_on_a_writable_node_
             migrate(w)
             w.execute("CREATE EXTENSION IF NOT EXISTS postgres_fdw")
             w.execute(
-                sql.SQL("CREATE SERVER replica FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host '127.0.0.1', port {}, dbname {})")
-                .format(sql.Literal(str(nodes.replica.port)), sql.Literal(DB))
+                sql.SQL(
+                    "CREATE SERVER replica FOREIGN DATA WRAPPER postgres_fdw"
+                    " OPTIONS (host '127.0.0.1', port {}, dbname {})"
+                ).format(sql.Literal(str(nodes.replica.port)), sql.Literal(DB))
             )
             w.execute(
-                sql.SQL("CREATE USER MAPPING FOR CURRENT_USER SERVER replica OPTIONS (user 'pgtrade_bars_reader', password {})")
-                .format(sql.Literal(reader_pw))
+                sql.SQL(
+                    "CREATE USER MAPPING FOR CURRENT_USER SERVER replica"
+                    " OPTIONS (user 'pgtrade_bars_reader', password {})"
+                ).format(sql.Literal(reader_pw))
             )
             w.execute("CREATE SCHEMA replica_market")
-            w.execute("IMPORT FOREIGN SCHEMA market LIMIT TO (bars, instruments) FROM SERVER replica INTO replica_market")
+            w.execute(
+                "IMPORT FOREIGN SCHEMA market LIMIT TO (bars, instruments) FROM SERVER replica INTO replica_market"
+            )
             t0 = time.monotonic()
             w.execute(
-                """INSERT INTO market.instruments (symbol, name, asset_class, currency, exchange, active, qty_step, session_tz,
-                                                  session_open, session_close, trades_weekends, tick_size)
+                """INSERT INTO market.instruments (symbol, name, asset_class, currency, exchange, active, qty_step,
+                                                  session_tz, session_open, session_close, trades_weekends, tick_size)
                    SELECT symbol, name, asset_class, currency, exchange, active, qty_step, session_tz, session_open,
                           session_close, trades_weekends, tick_size
                    FROM replica_market.instruments WHERE symbol = 'GOOG'"""
@@ -415,16 +465,19 @@ def test_a_backtest_reads_on_the_replica_and_its_engine_runs_on_a_writable_node_
             pull = time.monotonic() - t0
             t0 = time.monotonic()
             again = w.execute(
-                """SELECT status, bars, metrics, data_hash FROM backtest.run('sma_crossover', ARRAY['GOOG'], '1d', %s, %s,
-                          '{"cash": 10000, "commission": 0.002}'::jsonb, 'fast')""",
+                """SELECT status, bars, metrics, data_hash
+                   FROM backtest.run('sma_crossover', ARRAY['GOOG'], '1d', %s, %s,
+                                     '{"cash": 10000, "commission": 0.002}'::jsonb, 'fast')""",
                 (GOOG_FROM, GOOG_TO),
             ).fetchone()
             engine = time.monotonic() - t0
         assert again[0] == "done" and again[1] == stored["bars"] == pulled
         assert again[3] == data_hash  # the very bars the primary's run read
         assert again[2] == metrics
-        print(f"writable node fed by the replica: pulled {pulled} bars in {pull:.3f} s, engine run {engine:.3f} s, "
-              "same data hash and metrics as the primary's run")
+        print(
+            f"writable node fed by the replica: pulled {pulled} bars in {pull:.3f} s, engine run {engine:.3f} s, "
+            "same data hash and metrics as the primary's run"
+        )
     finally:
         worker.destroy()
         shutil.rmtree(home, ignore_errors=True)
@@ -445,3 +498,33 @@ def test_the_replication_role_has_replication_and_nothing_else(nodes):
         assert row[:8] == (True, True, False, False, False, False, False, 0)
         owned = p.execute("SELECT count(*) FROM pg_class WHERE relowner = %s::regrole", (REPLICATION_ROLE,)).fetchone()
         assert owned[0] == 0
+
+
+def test_cli_replica_up_status_down(nodes, monkeypatch):
+    from click.testing import CliRunner
+
+    from pgtrade.cli import main as cli
+
+    port = free_port()
+    monkeypatch.setenv("PGTRADE_HOME", str(nodes.primary.home))
+    monkeypatch.setenv("PGTRADE_PORT", str(nodes.primary.port))
+    monkeypatch.setenv("PGTRADE_REPLICA_PORT", str(port))
+    monkeypatch.delenv("PGTRADE_DATABASE_URL", raising=False)
+    runner = CliRunner()
+    try:
+        res = runner.invoke(cli, ["db", "replica", "up"])
+        assert res.exit_code == 0, res.output
+        assert f"127.0.0.1:{port}" in res.output and "streaming" in res.output
+        res = runner.invoke(cli, ["db", "replica", "status", "--json"])
+        assert res.exit_code == 0, res.output
+        info = json.loads(res.output)
+        assert (
+            info["primary"]["state"] == "streaming" and info["primary"]["application_name"] == f"pgtrade_replica_{port}"
+        )
+        assert info["standby"]["in_recovery"] is True
+        res = runner.invoke(cli, ["db", "replica", "down", "--destroy"])
+        assert res.exit_code == 0, res.output
+        res = runner.invoke(cli, ["db", "replica", "status"])
+        assert res.exit_code == 3 and "not running" in res.output
+    finally:
+        Replica(primary=nodes.primary, home=nodes.primary.home / "replica", port=port).destroy()
