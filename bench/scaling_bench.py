@@ -10,8 +10,10 @@ the end.
 What it measures:
 - reference, in the same run: a raw binary COPY of the same rows into a plain table without index or trigger
   (bars/s); every other rate is also given as a fraction of it, so the ratios carry to other machines;
-- ingest through the real ingest path (pgtrade.ingest.ingest, 2 connections) into the hypertable, its WAL bytes per
-  bar, and the continuous aggregates' materialization of the range (market.refresh_rollups);
+- ingest through the real ingest path (pgtrade.ingest.ingest, 2 connections) into the hypertable and its WAL bytes
+  per bar: the first symbol as shipped (the ML closed-bar trigger scores and checks every closed bar), the others
+  with that trigger disabled; then the continuous aggregates' materialization of the range
+  (market.refresh_rollups);
 - compression (compress_chunk on every chunk): time, bytes before and after (chunks_detailed_size over the bench's
   chunks, and hypertable_compression_stats), and the WAL it writes;
 - range reads, server time (EXPLAIN ANALYZE: planning + execution, no transfer) p50/p99 over --runs, uncompressed
@@ -22,7 +24,7 @@ What it measures:
   (market.apply_retention's DELETE) vs dropped as whole chunks (drop_chunks), on compressed chunks;
 - the replica: replay lag (bytes behind and pg_stat_replication.replay_lag, sampled every 50 ms) and the time until
   a row committed on the primary is visible on the replica (a probe row committed every 100 ms, polled on the
-  replica every 5 ms), idle, during the ingest and during the compression; the same range read on the replica.
+  replica every 5 ms), idle, during each ingest and during the compression; the same reads on the replica.
 
 TimescaleDB's policies on market.bars and the rollups are paused while it runs (alter_job scheduled => false), so
 a policy firing mid-measurement cannot compress or refresh behind the bench's back.
@@ -223,26 +225,40 @@ def main() -> None:
         results["reference_raw_copy"] = {"bars": n, "seconds": round(copy_s, 2), "bars_per_s": round(copy_rate)}
         caught_up(purl, rurl)
 
-        # ingest through the real path, with the replica watched
-        with psycopg.connect(purl, autocommit=True) as c:
-            lsn0 = lsn(c)
-        with ReplicaWatch(purl, rurl, app) as during_ingest, psycopg.connect(purl) as c:
-            t0 = time.perf_counter()
-            rep = ingest(c, bars, source="scaling", workers=2, refresh=False)
-            ingest_s = time.perf_counter() - t0
-            assert rep.total.inserted == n, rep.total
-            catch = caught_up(purl, rurl)
-        with psycopg.connect(purl, autocommit=True) as c:
-            ingest_wal = wal_bytes(c, lsn0)
+        # ingest through the real path, with the replica watched: the first symbol as shipped (the ML closed-bar
+        # trigger on: anomaly detection and scoring of every closed bar), the others with that trigger disabled (the
+        # validation, bar-revision and live-trading triggers still run)
+        first = [b for b in bars if b.symbol == symbols[0]]
+        rest = [b for b in bars if b.symbol != symbols[0]]
         del bars
-        results["ingest"] = {
-            "bars": n,
-            "seconds": round(ingest_s, 2),
-            "bars_per_s": round(n / ingest_s),
-            "of_raw_copy": round((n / ingest_s) / copy_rate, 3),
-            "wal_bytes_per_bar": round(ingest_wal / n, 1),
-        }
-        results["replica_during_ingest"] = during_ingest.summary() | {"caught_up_after_s": round(catch, 3)}
+        results["ingest"] = {}
+        ml_trigger = "ALTER TABLE market.bars {} TRIGGER _200_ml_closed_on_insert, {} TRIGGER _200_ml_closed_on_update"
+        for label, part, ml_on in (("ml_on", first, True), ("ml_off", rest, False)):
+            if not part:
+                continue
+            with psycopg.connect(purl, autocommit=True) as c:
+                if not ml_on:
+                    c.execute(ml_trigger.format("DISABLE", "DISABLE"))
+                lsn0 = lsn(c)
+            with ReplicaWatch(purl, rurl, app) as watch, psycopg.connect(purl) as c:
+                t0 = time.perf_counter()
+                rep = ingest(c, part, source="scaling", workers=2, refresh=False)
+                ingest_s = time.perf_counter() - t0
+                assert rep.total.inserted == len(part), rep.total
+                catch = caught_up(purl, rurl)
+            with psycopg.connect(purl, autocommit=True) as c:
+                ingest_wal = wal_bytes(c, lsn0)
+                if not ml_on:
+                    c.execute(ml_trigger.format("ENABLE", "ENABLE"))
+            results["ingest"][label] = {
+                "bars": len(part),
+                "seconds": round(ingest_s, 2),
+                "bars_per_s": round(len(part) / ingest_s),
+                "of_raw_copy": round((len(part) / ingest_s) / copy_rate, 3),
+                "wal_bytes_per_bar": round(ingest_wal / len(part), 1),
+            }
+            results[f"replica_during_ingest_{label}"] = watch.summary() | {"caught_up_after_s": round(catch, 3)}
+        del first, rest
 
         with psycopg.connect(purl, autocommit=True) as c:
             lsn0 = lsn(c)
