@@ -344,6 +344,9 @@ def test_the_standby_runs_no_scheduler_and_refuses_every_write_even_temporary_ta
             f"\nprimary background workers: {on_primary}; replica: none; "
             f"{jobs[0]} TimescaleDB jobs, {cron[0]} pg_cron jobs readable"
         )
+        # and nothing about them in the standby's log (no launcher started, none failed)
+        log = nodes.replica.cluster.log_file.read_text(errors="replace")
+        assert not [ln for ln in log.splitlines() if "background worker" in ln and ("cron" in ln or "Timescale" in ln)]
         job = r.execute(
             "SELECT min(job_id) FROM timescaledb_information.jobs"
             " WHERE proc_name = 'policy_refresh_continuous_aggregate'"
