@@ -381,6 +381,7 @@ from . import (  # noqa: E402,F401
     cli_health,
     cli_ml,
     cli_trading,
+    replica,
 )
 
 if __name__ == "__main__":  # pragma: no cover
