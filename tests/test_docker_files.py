@@ -146,10 +146,23 @@ def test_compose_defines_db_postgrest_and_cli_with_what_postgrest_needs():
     assert api_env["PGRST_DB_SCHEMAS"] == "api"
     assert api_env["PGRST_DB_ANON_ROLE"] == "web_anon"
     assert api_env["PGRST_JWT_SECRET"] == SECRET
-    assert api_env["PGRST_DB_URI"] == f"postgres://authenticator:{ENV['PGRST_AUTHENTICATOR_PASSWORD']}@db:5432/pgtrade"
+    # PostgREST reaches the database through pgbouncer (transaction pooling: docs/reliability.md, "Load"), which
+    # forwards to db:5432 as the same login role; neither prepared statements nor LISTEN survive transaction pooling
+    pw = ENV["PGRST_AUTHENTICATOR_PASSWORD"]
+    assert api_env["PGRST_DB_URI"] == f"postgres://authenticator:{pw}@pgbouncer:6432/pgtrade"
+    assert (api_env["PGRST_DB_PREPARED_STATEMENTS"], api_env["PGRST_DB_CHANNEL_ENABLED"]) == ("false", "false")
     assert api_env["PGRST_OPENAPI_SERVER_PROXY_URI"].startswith("http")
     assert ("127.0.0.1", "3000", "3000") in _ports(api)
-    assert api["depends_on"]["db"]["condition"] == "service_healthy"
+    assert api["depends_on"]["pgbouncer"]["condition"] == "service_healthy"
+    bouncer = services["pgbouncer"]
+    assert _env_of(bouncer)["PGRST_AUTHENTICATOR_PASSWORD"] == pw and not bouncer.get("ports")
+    assert bouncer["depends_on"]["db"]["condition"] == "service_healthy"
+    ini = (ROOT / "docker" / "pgbouncer" / "pgbouncer.ini").read_text()
+    for setting in ("* = host=db port=5432", "listen_port = 6432", "pool_mode = transaction"):
+        assert re.search(rf"^{re.escape(setting)}$", ini, re.M), setting
+    for line in (ROOT / "docker" / "pgbouncer" / "Dockerfile").read_text().splitlines():
+        if line.startswith("COPY "):
+            assert (ROOT / line.split()[1]).is_file(), line
 
     cli = services["cli"]
     assert _env_of(cli)["PGTRADE_DATABASE_URL"] == f"postgresql://postgres:{ENV['POSTGRES_PASSWORD']}@db:5432/pgtrade"
@@ -353,7 +366,18 @@ def test_entrypoint_prepares_the_cluster_then_serves_in_the_foreground(tmp_path)
 
 # ------------------------------------------------------------------------------------------------ compose: the stack
 SCHEMA = ROOT / "tests" / "fixtures" / "compose-spec.json"  # see tests/fixtures/compose-spec.md: source and version
-SERVICES = {"db", "postgrest", "swagger-ui", "sample", "feed", "postgres_exporter", "prometheus", "grafana", "cli"}
+SERVICES = {
+    "db",
+    "pgbouncer",
+    "postgrest",
+    "swagger-ui",
+    "sample",
+    "feed",
+    "postgres_exporter",
+    "prometheus",
+    "grafana",
+    "cli",
+}
 
 
 def _env_example() -> dict[str, str]:
