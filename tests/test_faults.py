@@ -11,7 +11,7 @@ processes to exit (they do once the postmaster is gone), start it again (crash r
   backend), a grid's driving process killed, an API request killed: the run is marked failed
   (backtest.fail_interrupted_runs), never half-written as done; the killed API request leaves nothing.
 - The postmaster killed during a pg_cron job and backtests: pg_cron records that run failed, its transaction left
-  nothing, the job runs again on its schedule, and the pgtrade-backtest-recovery job marks the runs failed.
+  nothing, the job runs again on its schedule, and the watcher job (pgtrade-ops-watch) marks the runs failed.
 
 Figures (crash recovery from the server log, time until the feed stored bars again, counts) are printed with -s and
 are those of docs/reliability.md, section Faults.
@@ -670,7 +670,7 @@ def test_postmaster_killed_during_a_pg_cron_job_and_backtests(capfd):
             after = admin.execute("SELECT count(*) FROM trading.portfolio_snapshots WHERE ts >= %s", (started,))
             assert after.fetchone()[0] == 0
             assert admin.execute("SELECT count(*) FROM trading.portfolio_snapshots").fetchone()[0] == wrote
-            # the job runs again on its schedule, and succeeds; so does the backtest recovery job
+            # the job runs again on its schedule, and succeeds; so does the watcher, which marks the runs failed
             again = eventually(
                 lambda: admin.execute(
                     "SELECT runid, status, start_time FROM cron.job_run_details WHERE jobid = %s AND runid > %s "
@@ -687,12 +687,12 @@ def test_postmaster_killed_during_a_pg_cron_job_and_backtests(capfd):
             recovered = eventually(
                 lambda: admin.execute(
                     "SELECT d.start_time FROM cron.job_run_details d JOIN cron.job j USING (jobid) "
-                    "WHERE j.jobname = 'pgtrade-backtest-recovery' AND d.status = 'succeeded' AND d.start_time > %s "
+                    "WHERE j.jobname = 'pgtrade-ops-watch' AND d.status = 'succeeded' AND d.start_time > %s "
                     "ORDER BY d.runid LIMIT 1",
                     (started,),
                 ).fetchone(),
                 timeout=60,
-                what="the backtest recovery job to run",
+                what="the watcher job (backtest recovery) to run",
             )
             assert_marked_failed(admin, run_id)
             assert_marked_failed(admin, parent)

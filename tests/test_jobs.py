@@ -20,7 +20,6 @@ EXPECTED_CRON = {
     "pgtrade-ml-closed-bars": ("* * * * *", "SELECT ml.process_closed_bars()"),
     "pgtrade-ml-retrain": ("30 2 * * *", "SELECT ml.retrain_all()"),
     "pgtrade-ops-watch": ("* * * * *", "SELECT ops.watch()"),
-    "pgtrade-backtest-recovery": ("* * * * *", "SELECT backtest.fail_interrupted_runs()"),
 }
 
 

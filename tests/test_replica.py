@@ -290,6 +290,12 @@ def test_bars_and_fills_committed_on_the_primary_appear_on_the_replica_with_the_
             (nodes.replica.application_name,),
         ).fetchone()
         status = nodes.replica.status()
+        # the exporter's replication metric (ops.metrics_replication) names this standby on the primary, and the
+        # standby itself reports none
+        metric = p.execute("SELECT replica, state, lag_bytes FROM ops.metrics_replication()").fetchall()
+        assert [(m[0], m[1]) for m in metric] == [(nodes.replica.application_name, "streaming")], metric
+        assert metric[0][2] >= 0
+        assert r.execute("SELECT count(*) FROM ops.metrics_replication()").fetchone()[0] == 0
     print(
         f"place_order through the API: {committed - t0:.3f} s; visible on the replica after: bars "
         f"{visible['bars'] * 1000:.1f} ms, fill {visible['fill'] * 1000:.1f} ms (poll from commit to first read "

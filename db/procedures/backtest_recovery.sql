@@ -100,4 +100,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION backtest.fail_interrupted_runs IS
-  'Mark failed, with error ''interrupted (server restart or backend killed)'', every running run whose holder is gone: its backend (backtest.run_hold) no longer exists, or it began before the server last started. Returns how many. pg_cron runs it every minute (pgtrade-backtest-recovery); health checks may call it too.';
+  'Mark failed, with error ''interrupted (server restart or backend killed)'', every running run whose holder is gone: its backend (backtest.run_hold) no longer exists, or it began before the server last started. Returns how many. The alert watcher ops.watch() calls it every minute (pg_cron job pgtrade-ops-watch).';

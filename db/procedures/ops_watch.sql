@@ -101,8 +101,12 @@ DECLARE
   _opened integer := 0;
   _closed integer := 0;
   _seen text[] := ARRAY[]::text[];  -- kind || ' ' || subject of the conditions found now
+  _interrupted integer;
 BEGIN
   PERFORM pg_advisory_xact_lock(hashtext('pgtrade:ops.watch'));
+  -- backtest runs left running by a killed backend or a server restart are marked failed first (within a minute of
+  -- a restart: the watcher is the every-minute housekeeping job, one pg_cron slot instead of two)
+  _interrupted := backtest.fail_interrupted_runs();
   FOR _c IN SELECT * FROM ops.watch_conditions() LOOP
     _seen := _seen || (_c.kind || ' ' || _c.subject);
     UPDATE ops.incidents i SET last_seen_at = now(), checks = i.checks + 1, message = _c.message, details = _c.details
@@ -141,9 +145,10 @@ BEGIN
     _closed := _closed + 1;
   END LOOP;
   RETURN jsonb_build_object('opened', _opened, 'closed', _closed,
-                            'open', (SELECT count(*) FROM ops.incidents i WHERE i.closed_at IS NULL));
+                            'open', (SELECT count(*) FROM ops.incidents i WHERE i.closed_at IS NULL),
+                            'interrupted_backtests', _interrupted);
 END
 $$;
 REVOKE ALL ON FUNCTION ops.watch() FROM PUBLIC;
 COMMENT ON FUNCTION ops.watch() IS
-  'The alert watcher (pg_cron, every minute): one incident and one alert per new condition (ops.watch_conditions), nothing more while it persists, a LOW resolved alert when it clears. Returns {opened, closed, open}.';
+  'The alert watcher (pg_cron, every minute): first marks backtest runs interrupted by a killed backend or a restart failed (backtest.fail_interrupted_runs); then one incident and one alert per new condition (ops.watch_conditions), nothing more while it persists, a LOW resolved alert when it clears. Returns {opened, closed, open, interrupted_backtests}.';
