@@ -18,6 +18,9 @@
 # 11. backtests (the same trading procedures replayed on the bundled history): a run of each strategy (SMA
 #     crossover, mean reversion, the ML model's signals), a look-ahead check, a walk-forward with a parameter grid
 #     on each train window, the runs compared, and an HTML report
+# 12. operations: health (exit code names what is wrong), the metrics Prometheus scrapes, the HTML dashboard, the
+#     ingest runs the structured logs also record, a streaming read replica serving API reads, and 100 API clients
+#     as PostgREST runs them, straight to the server and through pgbouncer
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/setup.sh"
@@ -180,3 +183,39 @@ goog=$(pgtrade db psql -X -A -t -c "SELECT max(id) FROM backtest.runs WHERE stra
 mkdir -p "$root/reports"
 pgtrade backtest report "$goog" --out "$root/reports/backtest-$goog.html"
 pgtrade backtest list
+
+step "health: server, extensions, every pg_cron and TimescaleDB job, fed series' freshness, models, alerts"
+# exit 0 ok, 1 degraded, 2 failing; the problems are named (the feeds above have ended, so no series is expected fresh)
+set +e
+pgtrade health
+health=$?
+set -e
+echo "pgtrade health exited $health"
+
+step "metrics (what postgres_exporter publishes to Prometheus, read as pgtrade_monitor: docs/operations.md)"
+pgtrade db psql -X -q -c "SELECT account, round(value, 2) AS value, round(realized_pnl, 2) AS realized, round(unrealized_pnl, 2) AS unrealized, round(drawdown_ratio, 4) AS drawdown FROM ops.metrics_portfolio()"
+pgtrade db psql -X -q -c "SELECT * FROM ops.metrics_orders() ORDER BY 1, 2"
+pgtrade db psql -X -q -c "SELECT * FROM ops.metrics_rejections() ORDER BY 1, 2"
+pgtrade db psql -X -q -c "SELECT procedure, toplevel, calls, round((mean_seconds * 1000)::numeric, 2) AS mean_ms, round(total_seconds::numeric, 1) AS total_s FROM ops.metrics_statements() ORDER BY total_seconds DESC LIMIT 8"
+
+step "the dashboard: one self-contained page (portfolio value, positions, orders, fills, signals, anomalies, jobs)"
+pgtrade dashboard --out "$root/reports/dashboard.html"
+echo "served and refreshed live with: pgtrade dashboard --serve --port 8050"
+
+step "every load and stream session is a row too (the same events --log-json writes as JSON lines)"
+pgtrade db psql -X -q -c "SELECT id, kind, source, status, inserted, rejected, date_trunc('second', finished_at - started_at) AS took FROM ops.ingest_runs ORDER BY id DESC LIMIT 6"
+
+step "a streaming read replica (pg_basebackup from Debian's packages) serving the API's reads"
+pgtrade db replica up
+pgtrade db replica status
+# the replica's URL: the primary's (same roles and passwords: it is a copy) on the replica's port
+replica_url=$(python3 -c 'import json, sys, urllib.parse as u
+p = u.urlsplit(sys.argv[1]); port = u.urlsplit(json.loads(sys.argv[2])["url"]).port
+print(p._replace(netloc=p.netloc.rsplit(":", 1)[0] + ":" + str(port)).geturl())' "$(pgtrade db url)" "$(pgtrade db replica status --json)")
+# an anonymous API read (GET /bars) as PostgREST runs it, on the replica
+psql "$replica_url" -X -q -c "BEGIN READ ONLY" -c "SET LOCAL ROLE web_anon" \
+  -c "SELECT symbol, interval, count(*) AS bars, max(ts) AS last_bar FROM api.bars GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 5" -c "COMMIT"
+pgtrade db replica down --destroy
+
+step "100 API clients for 15 s as PostgREST runs them, straight to the server and through pgbouncer (own clusters)"
+python "$root/bench/api_load_bench.py" --clients 100 --seconds 15 --reference-seconds 5
