@@ -35,23 +35,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from datetime import timedelta
 from pathlib import Path
 
 import psycopg
-from _common import pct
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # cluster_support
+
+from _common import pct  # noqa: E402
+from cluster_support import throwaway_cluster  # noqa: E402
 from market_bench import START, make_bars, server_ms
 
 from loaders.sample import register_instrument
-from pgtrade.cluster import Cluster, free_port
+from pgtrade.cluster import free_port
 from pgtrade.ingest import _COPY, _TYPES, _row, ingest, refresh_rollups
-from pgtrade.migrate import migrate
 from pgtrade.replica import Replica
 
 DB = "pgtrade_scaling"
@@ -171,220 +172,218 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "loadavg_at_start": os.getloadavg()},
         "data": {"symbols": len(symbols), "bars_per_symbol": per_symbol, "bars": per_symbol * len(symbols)},
     }
-    home = Path(tempfile.mkdtemp(prefix="pgtrade-scaling-", dir="/tmp"))
-    os.chmod(home, 0o755)
-    primary = Cluster(home=home / "primary", port=free_port(), dbname=DB)
-    replica = Replica(primary=primary, home=home / "replica", port=free_port())
-    try:
-        primary.init()
-        primary.start()
-        primary.create_database()
-        purl, rurl = primary.url(), replica.url
-        with psycopg.connect(purl, autocommit=True) as c:
-            migrate(c)
-            results["machine"]["server"] = c.execute("SHOW server_version").fetchone()[0]
-            c.execute(
-                """SELECT alter_job(j.job_id, scheduled => false) FROM timescaledb_information.jobs j
-                   WHERE j.hypertable_schema = 'market' OR j.proc_name = 'policy_refresh_continuous_aggregate'"""
-            )
-            c.execute(
-                "CREATE TABLE public.scaling_probe (id int PRIMARY KEY, at timestamptz DEFAULT clock_timestamp())"
-            )
-            for sym in symbols:
-                register_instrument(c, symbol=sym, name="scaling benchmark series", asset_class="stock")
-        replica.create()
-        replica.start()
-        replica.wait_streaming()
-        rurl = replica.url()
-        app = replica.application_name
-        print(f"primary and replica up; generating {results['data']['bars']:,} bars", file=sys.stderr)
-        bars = make_bars(symbols, per_symbol)
-        n = len(bars)
-
-        with ReplicaWatch(purl, rurl, app) as idle:
-            time.sleep(3)
-        results["replica_idle"] = idle.summary()
-
-        # reference: raw COPY of the same rows into a plain table (no index, no trigger)
-        with psycopg.connect(purl) as c:
-            c.execute(
-                """CREATE TABLE public.copy_reference (symbol text, interval text, ts timestamptz, open numeric,
-                     high numeric, low numeric, close numeric, volume numeric, raw text, problem text)"""
-            )
-            c.commit()
-            t0 = time.perf_counter()
-            with c.cursor() as cur, cur.copy(_COPY.replace("pg_temp.bars_staging", "public.copy_reference")) as cp:
-                cp.set_types(_TYPES)
-                for b in bars:
-                    cp.write_row(_row(b))
-            c.commit()
-            copy_s = time.perf_counter() - t0
-            c.execute("DROP TABLE public.copy_reference")
-            c.commit()
-        copy_rate = n / copy_s
-        results["reference_raw_copy"] = {"bars": n, "seconds": round(copy_s, 2), "bars_per_s": round(copy_rate)}
-        caught_up(purl, rurl)
-
-        # ingest through the real path, with the replica watched: the first symbol as shipped (the ML closed-bar
-        # trigger on: anomaly detection and scoring of every closed bar), the others with that trigger disabled (the
-        # validation, bar-revision and live-trading triggers still run)
-        first = [b for b in bars if b.symbol == symbols[0]]
-        rest = [b for b in bars if b.symbol != symbols[0]]
-        del bars
-        results["ingest"] = {}
-        ml_trigger = "ALTER TABLE market.bars {} TRIGGER _200_ml_closed_on_insert, {} TRIGGER _200_ml_closed_on_update"
-        for label, part, ml_on in (("ml_on", first, True), ("ml_off", rest, False)):
-            if not part:
-                continue
+    with throwaway_cluster("scaling", DB) as primary:
+        replica = Replica(primary=primary, home=primary.home.parent / "replica", port=free_port())
+        try:
+            purl, rurl = primary.url(), replica.url
             with psycopg.connect(purl, autocommit=True) as c:
-                if not ml_on:
-                    c.execute(ml_trigger.format("DISABLE", "DISABLE"))
-                lsn0 = lsn(c)
-            with ReplicaWatch(purl, rurl, app) as watch, psycopg.connect(purl) as c:
+                results["machine"]["server"] = c.execute("SHOW server_version").fetchone()[0]
+                c.execute(
+                    """SELECT alter_job(j.job_id, scheduled => false) FROM timescaledb_information.jobs j
+                       WHERE j.hypertable_schema = 'market' OR j.proc_name = 'policy_refresh_continuous_aggregate'"""
+                )
+                c.execute(
+                    "CREATE TABLE public.scaling_probe (id int PRIMARY KEY, at timestamptz DEFAULT clock_timestamp())"
+                )
+                for sym in symbols:
+                    register_instrument(c, symbol=sym, name="scaling benchmark series", asset_class="stock")
+            replica.create()
+            replica.start()
+            replica.wait_streaming()
+            rurl = replica.url()
+            app = replica.application_name
+            print(f"primary and replica up; generating {results['data']['bars']:,} bars", file=sys.stderr)
+            bars = make_bars(symbols, per_symbol)
+            n = len(bars)
+
+            with ReplicaWatch(purl, rurl, app) as idle:
+                time.sleep(3)
+            results["replica_idle"] = idle.summary()
+
+            # reference: raw COPY of the same rows into a plain table (no index, no trigger)
+            with psycopg.connect(purl) as c:
+                c.execute(
+                    """CREATE TABLE public.copy_reference (symbol text, interval text, ts timestamptz, open numeric,
+                         high numeric, low numeric, close numeric, volume numeric, raw text, problem text)"""
+                )
+                c.commit()
                 t0 = time.perf_counter()
-                rep = ingest(c, part, source="scaling", workers=2, refresh=False)
-                ingest_s = time.perf_counter() - t0
-                assert rep.total.inserted == len(part), rep.total
+                with c.cursor() as cur, cur.copy(_COPY.replace("pg_temp.bars_staging", "public.copy_reference")) as cp:
+                    cp.set_types(_TYPES)
+                    for b in bars:
+                        cp.write_row(_row(b))
+                c.commit()
+                copy_s = time.perf_counter() - t0
+                c.execute("DROP TABLE public.copy_reference")
+                c.commit()
+            copy_rate = n / copy_s
+            results["reference_raw_copy"] = {"bars": n, "seconds": round(copy_s, 2), "bars_per_s": round(copy_rate)}
+            caught_up(purl, rurl)
+
+            # ingest through the real path, with the replica watched: the first symbol as shipped (the ML closed-bar
+            # trigger on: anomaly detection and scoring of every closed bar), the others with that trigger disabled (the
+            # validation, bar-revision and live-trading triggers still run)
+            first = [b for b in bars if b.symbol == symbols[0]]
+            rest = [b for b in bars if b.symbol != symbols[0]]
+            del bars
+            results["ingest"] = {}
+            ml_trigger = (
+                "ALTER TABLE market.bars {} TRIGGER _200_ml_closed_on_insert, {} TRIGGER _200_ml_closed_on_update"
+            )
+            for label, part, ml_on in (("ml_on", first, True), ("ml_off", rest, False)):
+                if not part:
+                    continue
+                with psycopg.connect(purl, autocommit=True) as c:
+                    if not ml_on:
+                        c.execute(ml_trigger.format("DISABLE", "DISABLE"))
+                    lsn0 = lsn(c)
+                with ReplicaWatch(purl, rurl, app) as watch, psycopg.connect(purl) as c:
+                    t0 = time.perf_counter()
+                    rep = ingest(c, part, source="scaling", workers=2, refresh=False)
+                    ingest_s = time.perf_counter() - t0
+                    assert rep.total.inserted == len(part), rep.total
+                    catch = caught_up(purl, rurl)
+                with psycopg.connect(purl, autocommit=True) as c:
+                    ingest_wal = wal_bytes(c, lsn0)
+                    if not ml_on:
+                        c.execute(ml_trigger.format("ENABLE", "ENABLE"))
+                results["ingest"][label] = {
+                    "bars": len(part),
+                    "seconds": round(ingest_s, 2),
+                    "bars_per_s": round(len(part) / ingest_s),
+                    "of_raw_copy": round((len(part) / ingest_s) / copy_rate, 3),
+                    "wal_bytes_per_bar": round(ingest_wal / len(part), 1),
+                }
+                results[f"replica_during_ingest_{label}"] = watch.summary() | {"caught_up_after_s": round(catch, 3)}
+            del first, rest
+
+            with psycopg.connect(purl, autocommit=True) as c:
+                lsn0 = lsn(c)
+                t0 = time.perf_counter()
+                refresh_rollups(c, START, START + timedelta(days=args.days + 1), force=True)
+                refresh_s = time.perf_counter() - t0
+                results["rollup_materialization"] = {
+                    "seconds": round(refresh_s, 2),
+                    "minute_bars_per_s": round(n / refresh_s),
+                    "of_raw_copy": round((n / refresh_s) / copy_rate, 3),
+                    "wal_bytes": wal_bytes(c, lsn0),
+                    "rows": {
+                        v: c.execute(f"SELECT count(*) FROM market.{v}").fetchone()[0]
+                        for v in ("bars_5m", "bars_1h", "bars_1d")
+                    },
+                }
+                c.execute("ANALYZE market.bars")
+
+            sym = symbols[0]
+            month = (START, START + timedelta(days=30))
+            year = (START, START + timedelta(days=args.days))
+            range_q = "SELECT * FROM market.bars_between(%s, '1m', %s, %s)"
+            hourly_cagg = "SELECT * FROM market.bars_1h WHERE symbol = %s AND ts >= %s AND ts < %s"
+            hourly_raw = """SELECT symbol, time_bucket('1 hour', ts) AS ts, first(open, ts), max(high), min(low),
+                                   last(close, ts), sum(volume), count(*)
+                            FROM market.bars WHERE symbol = %s AND interval = '1m' AND ts >= %s AND ts < %s
+                            GROUP BY 1, 2"""
+            daily_cagg = "SELECT * FROM market.bars_1d WHERE ts >= %s AND ts < %s"
+            daily_raw = """SELECT symbol, time_bucket('1 day', ts) AS ts, first(open, ts), max(high), min(low),
+                                  last(close, ts), sum(volume), count(*)
+                           FROM market.bars WHERE interval = '1m' AND ts >= %s AND ts < %s GROUP BY 1, 2"""
+
+            def reads(url: str) -> dict:
+                with psycopg.connect(url, autocommit=True) as c:
+                    c.execute("SET jit = off")
+                    return {
+                        "range_month_1m": server_ms(c, range_q, (sym, *month), args.runs)
+                        | {"rows": c.execute(f"SELECT count(*) FROM ({range_q}) x", (sym, *month)).fetchone()[0]},
+                        "range_year_1m": server_ms(c, range_q, (sym, *year), args.runs)
+                        | {"rows": c.execute(f"SELECT count(*) FROM ({range_q}) x", (sym, *year)).fetchone()[0]},
+                        "hourly_year_one_symbol_cagg": server_ms(c, hourly_cagg, (sym, *year), args.runs),
+                        "hourly_year_one_symbol_from_raw": server_ms(
+                            c, hourly_raw, (sym, *year), max(3, args.runs // 3)
+                        ),
+                        "daily_year_all_symbols_cagg": server_ms(c, daily_cagg, year, args.runs),
+                        "daily_year_all_symbols_from_raw": server_ms(c, daily_raw, year, max(3, args.runs // 10)),
+                    }
+
+            results["reads_uncompressed"] = reads(purl)
+
+            chunk_bytes = """SELECT sum(s.total_bytes)::bigint FROM chunks_detailed_size('market.bars') s
+                             JOIN timescaledb_information.chunks c ON c.chunk_schema = s.chunk_schema
+                                                                  AND c.chunk_name = s.chunk_name
+                             WHERE c.range_end > %s"""
+            with psycopg.connect(purl, autocommit=True) as c:
+                before = c.execute(chunk_bytes, (START,)).fetchone()[0]
+                chunks = [r[0] for r in c.execute("SELECT show_chunks('market.bars')").fetchall()]
+                lsn0 = lsn(c)
+            with ReplicaWatch(purl, rurl, app) as during_compress, psycopg.connect(purl, autocommit=True) as c:
+                t0 = time.perf_counter()
+                for ch in chunks:
+                    c.execute("SELECT compress_chunk(%s::regclass, if_not_compressed => true)", (ch,))
+                compress_s = time.perf_counter() - t0
                 catch = caught_up(purl, rurl)
             with psycopg.connect(purl, autocommit=True) as c:
-                ingest_wal = wal_bytes(c, lsn0)
-                if not ml_on:
-                    c.execute(ml_trigger.format("ENABLE", "ENABLE"))
-            results["ingest"][label] = {
-                "bars": len(part),
-                "seconds": round(ingest_s, 2),
-                "bars_per_s": round(len(part) / ingest_s),
-                "of_raw_copy": round((len(part) / ingest_s) / copy_rate, 3),
-                "wal_bytes_per_bar": round(ingest_wal / len(part), 1),
-            }
-            results[f"replica_during_ingest_{label}"] = watch.summary() | {"caught_up_after_s": round(catch, 3)}
-        del first, rest
-
-        with psycopg.connect(purl, autocommit=True) as c:
-            lsn0 = lsn(c)
-            t0 = time.perf_counter()
-            refresh_rollups(c, START, START + timedelta(days=args.days + 1), force=True)
-            refresh_s = time.perf_counter() - t0
-            results["rollup_materialization"] = {
-                "seconds": round(refresh_s, 2),
-                "minute_bars_per_s": round(n / refresh_s),
-                "of_raw_copy": round((n / refresh_s) / copy_rate, 3),
-                "wal_bytes": wal_bytes(c, lsn0),
-                "rows": {
-                    v: c.execute(f"SELECT count(*) FROM market.{v}").fetchone()[0]
-                    for v in ("bars_5m", "bars_1h", "bars_1d")
+                compress_wal = wal_bytes(c, lsn0)
+                c.execute("ANALYZE market.bars")
+                after = c.execute(chunk_bytes, (START,)).fetchone()[0]
+                stats = c.execute(
+                    """SELECT total_chunks, number_compressed_chunks, before_compression_total_bytes,
+                              after_compression_total_bytes FROM hypertable_compression_stats('market.bars')"""
+                ).fetchone()
+            results["compression"] = {
+                "chunks": len(chunks),
+                "seconds": round(compress_s, 2),
+                "bars_per_s": round(n / compress_s),
+                "of_raw_copy": round((n / compress_s) / copy_rate, 3),
+                "bytes_before": int(before),
+                "bytes_after": int(after),
+                "bytes_per_bar_before": round(before / n, 1),
+                "bytes_per_bar_after": round(after / n, 1),
+                "ratio": round(before / after, 2),
+                "wal_bytes": compress_wal,
+                "hypertable_compression_stats": {
+                    "total_chunks": stats[0],
+                    "compressed_chunks": stats[1],
+                    "before_bytes": int(stats[2]),
+                    "after_bytes": int(stats[3]),
+                    "ratio": round(stats[2] / stats[3], 2),
                 },
             }
-            c.execute("ANALYZE market.bars")
+            results["replica_during_compression"] = during_compress.summary() | {"caught_up_after_s": round(catch, 3)}
+            results["reads_compressed"] = reads(purl)
+            caught_up(purl, rurl)
+            results["reads_compressed_on_replica"] = reads(rurl)
 
-        sym = symbols[0]
-        month = (START, START + timedelta(days=30))
-        year = (START, START + timedelta(days=args.days))
-        range_q = "SELECT * FROM market.bars_between(%s, '1m', %s, %s)"
-        hourly_cagg = "SELECT * FROM market.bars_1h WHERE symbol = %s AND ts >= %s AND ts < %s"
-        hourly_raw = """SELECT symbol, time_bucket('1 hour', ts) AS ts, first(open, ts), max(high), min(low),
-                               last(close, ts), sum(volume), count(*)
-                        FROM market.bars WHERE symbol = %s AND interval = '1m' AND ts >= %s AND ts < %s
-                        GROUP BY 1, 2"""
-        daily_cagg = "SELECT * FROM market.bars_1d WHERE ts >= %s AND ts < %s"
-        daily_raw = """SELECT symbol, time_bucket('1 day', ts) AS ts, first(open, ts), max(high), min(low),
-                              last(close, ts), sum(volume), count(*)
-                       FROM market.bars WHERE interval = '1m' AND ts >= %s AND ts < %s GROUP BY 1, 2"""
-
-        def reads(url: str) -> dict:
-            with psycopg.connect(url, autocommit=True) as c:
-                c.execute("SET jit = off")
-                return {
-                    "range_month_1m": server_ms(c, range_q, (sym, *month), args.runs)
-                    | {"rows": c.execute(f"SELECT count(*) FROM ({range_q}) x", (sym, *month)).fetchone()[0]},
-                    "range_year_1m": server_ms(c, range_q, (sym, *year), args.runs)
-                    | {"rows": c.execute(f"SELECT count(*) FROM ({range_q}) x", (sym, *year)).fetchone()[0]},
-                    "hourly_year_one_symbol_cagg": server_ms(c, hourly_cagg, (sym, *year), args.runs),
-                    "hourly_year_one_symbol_from_raw": server_ms(c, hourly_raw, (sym, *year), max(3, args.runs // 3)),
-                    "daily_year_all_symbols_cagg": server_ms(c, daily_cagg, year, args.runs),
-                    "daily_year_all_symbols_from_raw": server_ms(c, daily_raw, year, max(3, args.runs // 10)),
-                }
-
-        results["reads_uncompressed"] = reads(purl)
-
-        chunk_bytes = """SELECT sum(s.total_bytes)::bigint FROM chunks_detailed_size('market.bars') s
-                         JOIN timescaledb_information.chunks c ON c.chunk_schema = s.chunk_schema
-                                                              AND c.chunk_name = s.chunk_name
-                         WHERE c.range_end > %s"""
-        with psycopg.connect(purl, autocommit=True) as c:
-            before = c.execute(chunk_bytes, (START,)).fetchone()[0]
-            chunks = [r[0] for r in c.execute("SELECT show_chunks('market.bars')").fetchall()]
-            lsn0 = lsn(c)
-        with ReplicaWatch(purl, rurl, app) as during_compress, psycopg.connect(purl, autocommit=True) as c:
-            t0 = time.perf_counter()
-            for ch in chunks:
-                c.execute("SELECT compress_chunk(%s::regclass, if_not_compressed => true)", (ch,))
-            compress_s = time.perf_counter() - t0
-            catch = caught_up(purl, rurl)
-        with psycopg.connect(purl, autocommit=True) as c:
-            compress_wal = wal_bytes(c, lsn0)
-            c.execute("ANALYZE market.bars")
-            after = c.execute(chunk_bytes, (START,)).fetchone()[0]
-            stats = c.execute(
-                """SELECT total_chunks, number_compressed_chunks, before_compression_total_bytes,
-                          after_compression_total_bytes FROM hypertable_compression_stats('market.bars')"""
-            ).fetchone()
-        results["compression"] = {
-            "chunks": len(chunks),
-            "seconds": round(compress_s, 2),
-            "bars_per_s": round(n / compress_s),
-            "of_raw_copy": round((n / compress_s) / copy_rate, 3),
-            "bytes_before": int(before),
-            "bytes_after": int(after),
-            "bytes_per_bar_before": round(before / n, 1),
-            "bytes_per_bar_after": round(after / n, 1),
-            "ratio": round(before / after, 2),
-            "wal_bytes": compress_wal,
-            "hypertable_compression_stats": {
-                "total_chunks": stats[0],
-                "compressed_chunks": stats[1],
-                "before_bytes": int(stats[2]),
-                "after_bytes": int(stats[3]),
-                "ratio": round(stats[2] / stats[3], 2),
-            },
-        }
-        results["replica_during_compression"] = during_compress.summary() | {"caught_up_after_s": round(catch, 3)}
-        results["reads_compressed"] = reads(purl)
-        caught_up(purl, rurl)
-        results["reads_compressed_on_replica"] = reads(rurl)
-
-        # retention on compressed chunks: row by row (market.apply_retention's DELETE) vs whole chunks; rolled back
-        cutoff = START + timedelta(days=30)
-        with psycopg.connect(purl) as c:
-            c.execute("SELECT set_config('pgtrade.bar_revisions', 'off', true)")
-            t0 = time.perf_counter()
-            deleted = c.execute("DELETE FROM market.bars b WHERE b.interval = '1m' AND b.ts < %s", (cutoff,)).rowcount
-            delete_s = time.perf_counter() - t0
-            c.rollback()
-            in_chunks = c.execute(
-                """SELECT count(*) FROM market.bars b WHERE b.ts < (
-                     SELECT max(range_end) FROM timescaledb_information.chunks
-                     WHERE hypertable_schema = 'market' AND hypertable_name = 'bars' AND range_end <= %s)""",
-                (cutoff,),
-            ).fetchone()[0]
-            t0 = time.perf_counter()
-            dropped = c.execute(
-                "SELECT count(*) FROM drop_chunks('market.bars', older_than => %s)", (cutoff,)
-            ).fetchone()
-            drop_s = time.perf_counter() - t0
-            c.rollback()
-        results["retention_oldest_30_days"] = {
-            "delete_rows": deleted,
-            "delete_s": round(delete_s, 3),
-            "drop_chunks": dropped[0],
-            "drop_chunks_s": round(drop_s, 3),
-            "drop_chunks_rows": in_chunks,
-            "note": "drop_chunks removes only chunks wholly older than the cutoff (30-day chunks)",
-        }
-    finally:
-        replica.destroy()
-        primary.destroy()
-        shutil.rmtree(home, ignore_errors=True)
+            # retention on compressed chunks: row by row (market.apply_retention's DELETE) vs whole chunks; rolled back
+            cutoff = START + timedelta(days=30)
+            with psycopg.connect(purl) as c:
+                c.execute("SELECT set_config('pgtrade.bar_revisions', 'off', true)")
+                t0 = time.perf_counter()
+                deleted = c.execute(
+                    "DELETE FROM market.bars b WHERE b.interval = '1m' AND b.ts < %s", (cutoff,)
+                ).rowcount
+                delete_s = time.perf_counter() - t0
+                c.rollback()
+                in_chunks = c.execute(
+                    """SELECT count(*) FROM market.bars b WHERE b.ts < (
+                         SELECT max(range_end) FROM timescaledb_information.chunks
+                         WHERE hypertable_schema = 'market' AND hypertable_name = 'bars' AND range_end <= %s)""",
+                    (cutoff,),
+                ).fetchone()[0]
+                t0 = time.perf_counter()
+                dropped = c.execute(
+                    "SELECT count(*) FROM drop_chunks('market.bars', older_than => %s)", (cutoff,)
+                ).fetchone()
+                drop_s = time.perf_counter() - t0
+                c.rollback()
+            results["retention_oldest_30_days"] = {
+                "delete_rows": deleted,
+                "delete_s": round(delete_s, 3),
+                "drop_chunks": dropped[0],
+                "drop_chunks_s": round(drop_s, 3),
+                "drop_chunks_rows": in_chunks,
+                "note": "drop_chunks removes only chunks wholly older than the cutoff (30-day chunks)",
+            }
+        finally:
+            replica.destroy()
     results["machine"]["loadavg_at_end"] = os.getloadavg()
     print(json.dumps(results, indent=2, default=float))
     if args.json_out:

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
+from cluster_support import throwaway_cluster
 from psycopg import sql
 
-from pgtrade.cluster import Cluster, free_port
 from pgtrade.migrate import migrate
 
 TEST_DB = "pgtrade_test"
@@ -61,17 +60,8 @@ def server_url() -> Iterator[str]:
                 wait_for_logs(c, "database system is ready to accept connections", timeout=300)
                 yield (f"postgresql://postgres:test@{c.get_container_host_ip()}:{c.get_exposed_port(5432)}/{TEST_DB}")
         return
-    home = Path(tempfile.mkdtemp(prefix="pgtrade-test-", dir="/tmp"))
-    os.chmod(home, 0o755)
-    cluster = Cluster(home=home / "cluster", port=free_port(), dbname=TEST_DB)
-    cluster.init()
-    cluster.start()
-    try:
-        cluster.create_database()
+    with throwaway_cluster("test", TEST_DB, migrated=False) as cluster:  # db_url migrates it
         yield cluster.url()
-    finally:
-        cluster.destroy()
-        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

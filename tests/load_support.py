@@ -40,6 +40,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import psycopg
+from cluster_support import throwaway_cluster
 from postgrest import begin_request, postgrest_status, role_settings
 from psycopg.rows import dict_row
 from trading_support import check_invariants
@@ -47,8 +48,7 @@ from trading_support import check_invariants
 from loaders.sample import register_instrument
 from loaders.stream import Stream, StreamConfig
 from loaders.synthetic import SyntheticMarket, calibrate_from
-from pgtrade.cluster import Cluster, free_port
-from pgtrade.migrate import migrate
+from pgtrade.cluster import free_port
 
 # What one client does per request, with weights (reads ~60%, writes ~40%). bars and health are anonymous
 # (web_anon, like a public chart or a load balancer's probe); the rest carry a trader token for one account.
@@ -172,27 +172,13 @@ MAX_CONNECTIONS = 150
 def own_cluster(max_connections: int = MAX_CONNECTIONS, keep_log: Path | None = None) -> Iterator[str]:
     """A throwaway cluster of pgtrade's settings with room for the clients, migrated from db/; yields its superuser
     URL and destroys it afterwards (its server log copied to ``keep_log`` first, when given)."""
-    home = Path(tempfile.mkdtemp(prefix="pgtrade-load-", dir="/tmp"))
-    os.chmod(home, 0o755)
-    cluster = Cluster(
-        home=home / "cluster",
-        port=free_port(),
-        dbname="pgtrade_load",
-        overrides=(("max_connections", str(max_connections)), ("log_lock_waits", "on")),
-    )
-    try:
-        cluster.init()
-        cluster.start()
-        cluster.create_database()
-        with psycopg.connect(cluster.url(), autocommit=True) as conn:
-            migrate(conn)
-        yield cluster.url()
-    finally:
-        cluster.stop()
-        if keep_log is not None and cluster.log_file.exists():
-            shutil.copy(cluster.log_file, keep_log)
-        cluster.destroy()
-        shutil.rmtree(home, ignore_errors=True)
+    overrides = (("max_connections", str(max_connections)), ("log_lock_waits", "on"))
+    with throwaway_cluster("load", "pgtrade_load", overrides=overrides) as cluster:
+        try:
+            yield cluster.url()
+        finally:
+            if keep_log is not None and cluster.log_file.exists():
+                shutil.copy(cluster.log_file, keep_log)
 
 
 def authenticator_url(owner_url: str, password: str, *, host: str = "127.0.0.1", port: int | None = None) -> str:

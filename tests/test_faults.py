@@ -23,11 +23,9 @@ import json
 import os
 import random
 import re
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -39,13 +37,13 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from cluster_support import throwaway_cluster
 from test_api import request
 from trading_support import account, check_invariants, instrument
 from waiting import eventually
 
-from pgtrade.cluster import Cluster, free_port
+from pgtrade.cluster import Cluster
 from pgtrade.ingest import Bar, ingest
-from pgtrade.migrate import migrate
 
 ROOT = Path(__file__).resolve().parent.parent
 SYMBOLS = ("FLTA", "FLTB", "FLTC")
@@ -77,29 +75,15 @@ class Server:
 @contextmanager
 def own_server(name: str) -> Iterator[Server]:
     """A throwaway server of this test's own, migrated from this worktree's db/, pg_cron serving its database."""
-    home = Path(tempfile.mkdtemp(prefix=f"pgtrade-fault-{name}-", dir="/tmp"))
-    os.chmod(home, 0o755)
-    cluster = Cluster(home=home / "cluster", port=free_port(), dbname="pgtrade_faults")
     procs: list[subprocess.Popen] = []
-    try:
-        cluster.init()
-        cluster.start()
-        cluster.create_database()
-        with psycopg.connect(cluster.url(), autocommit=True) as conn:
-            migrate(conn)
-        yield Server(cluster, cluster.url(), procs)
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=30)
+    with throwaway_cluster(f"fault-{name}", "pgtrade_faults") as cluster:
         try:
-            cluster.destroy()
-        except Exception:  # noqa: BLE001 - a test failed half-way through a crash: end what is left of it
-            pid_file = cluster.data_dir / "postmaster.pid"
-            if pid_file.exists() and _alive(pm := int(pid_file.read_text().split()[0])):
-                os.kill(pm, signal.SIGKILL)
-        shutil.rmtree(home, ignore_errors=True)
+            yield Server(cluster, cluster.url(), procs)
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(timeout=30)
 
 
 def _children(pid: int) -> list[int]:

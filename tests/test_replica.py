@@ -18,18 +18,15 @@ schedulers do not run on the standby.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import psycopg
 import pytest
+from cluster_support import throwaway_cluster
 from postgrest import apply_role_settings, role_settings
 from psycopg import sql
 from psycopg.rows import dict_row
@@ -39,7 +36,6 @@ from trading_support import instrument
 from loaders.sample import load_sample
 from pgtrade.cluster import Cluster, free_port
 from pgtrade.ingest import Bar, ingest
-from pgtrade.migrate import migrate
 from pgtrade.replica import REPLICATION_ROLE, Replica
 
 DB = "pgtrade_repl"
@@ -90,62 +86,57 @@ def _live_bars(conn: psycopg.Connection, closes: list[str], end: datetime) -> No
 
 @pytest.fixture(scope="module")
 def nodes() -> Iterator[Nodes]:
-    home = Path(tempfile.mkdtemp(prefix="pgtrade-replica-", dir="/tmp"))
-    os.chmod(home, 0o755)
-    primary = Cluster(home=home / "primary", port=free_port(), dbname=DB)
-    replica = Replica(primary=primary, home=home / "replica", port=free_port())
-    try:
-        primary.init()
-        primary.start()
-        primary.create_database()
-        with psycopg.connect(primary.url(), autocommit=True) as conn:
-            migrate(conn)
-        with psycopg.connect(primary.url()) as conn:
-            load_sample(conn, symbols=["GOOG"])
-            conn.commit()
-            instrument(
-                conn,
-                LIVE,
-                asset_class="crypto",
-                session_tz="UTC",
-                session_open=None,
-                session_close=None,
-                trades_weekends=True,
-            )
-            conn.commit()
-            _live_bars(
-                conn, ["100", "101", "102"], datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=10)
-            )
-            conn.execute(
-                "SELECT trading.create_account(%s, 100000, 'live', NULL, %s::jsonb)",
-                (TRADER, json.dumps({"max_position_pct": 100, "max_price_age": "1 day"})),
-            )
-            conn.commit()
-        # the trader buys (a fill) and runs a backtest, through the API on the primary
-        with psycopg.connect(primary.url(), autocommit=True) as conn:
-            res = rest(conn, "POST", "trader", "SELECT * FROM api.place_order(%s, 'buy', 10)", (LIVE,), account=TRADER)
-            assert res.status == 200 and res.row["status"] == "filled", (res.status, res.message, res.rows)
-            res = rest(
-                conn,
-                "POST",
-                "trader",
-                "SELECT * FROM api.run_backtest('sma_crossover', ARRAY['GOOG'], '1d', %s, %s,"
-                " '{\"cash\": 10000, \"commission\": 0.002}'::jsonb, 'fast')",
-                (GOOG_FROM, GOOG_TO),
-                account=TRADER,
-            )
-            assert res.status == 200 and res.row["status"] == "done", (res.status, res.message, res.rows)
-            run_id = res.row["id"]
-        t0 = time.monotonic()
-        replica.create()
-        replica.start()
-        replica.wait_streaming()
-        print(f"\nreplica created and streaming in {time.monotonic() - t0:.2f} s")
-        yield Nodes(primary, replica, run_id)
-    finally:
-        replica.destroy()
-        primary.destroy()
-        shutil.rmtree(home, ignore_errors=True)
+    with throwaway_cluster("replica", DB) as primary:
+        replica = Replica(primary=primary, home=primary.home.parent / "replica", port=free_port())
+        try:
+            with psycopg.connect(primary.url()) as conn:
+                load_sample(conn, symbols=["GOOG"])
+                conn.commit()
+                instrument(
+                    conn,
+                    LIVE,
+                    asset_class="crypto",
+                    session_tz="UTC",
+                    session_open=None,
+                    session_close=None,
+                    trades_weekends=True,
+                )
+                conn.commit()
+                _live_bars(
+                    conn,
+                    ["100", "101", "102"],
+                    datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=10),
+                )
+                conn.execute(
+                    "SELECT trading.create_account(%s, 100000, 'live', NULL, %s::jsonb)",
+                    (TRADER, json.dumps({"max_position_pct": 100, "max_price_age": "1 day"})),
+                )
+                conn.commit()
+            # the trader buys (a fill) and runs a backtest, through the API on the primary
+            with psycopg.connect(primary.url(), autocommit=True) as conn:
+                res = rest(
+                    conn, "POST", "trader", "SELECT * FROM api.place_order(%s, 'buy', 10)", (LIVE,), account=TRADER
+                )
+                assert res.status == 200 and res.row["status"] == "filled", (res.status, res.message, res.rows)
+                res = rest(
+                    conn,
+                    "POST",
+                    "trader",
+                    "SELECT * FROM api.run_backtest('sma_crossover', ARRAY['GOOG'], '1d', %s, %s,"
+                    " '{\"cash\": 10000, \"commission\": 0.002}'::jsonb, 'fast')",
+                    (GOOG_FROM, GOOG_TO),
+                    account=TRADER,
+                )
+                assert res.status == 200 and res.row["status"] == "done", (res.status, res.message, res.rows)
+                run_id = res.row["id"]
+            t0 = time.monotonic()
+            replica.create()
+            replica.start()
+            replica.wait_streaming()
+            print(f"\nreplica created and streaming in {time.monotonic() - t0:.2f} s")
+            yield Nodes(primary, replica, run_id)
+        finally:
+            replica.destroy()
 
 
 # ------------------------------------------------------------------------------------------------ requests
@@ -425,9 +416,6 @@ def test_a_backtest_reads_on_the_replica_and_its_engine_runs_on_a_writable_node_
     )
 
     # the engine on a writable node whose market data comes from the replica (postgres_fdw)
-    home = Path(tempfile.mkdtemp(prefix="pgtrade-worker-", dir="/tmp"))
-    os.chmod(home, 0o755)
-    worker = Cluster(home=home / "worker", port=free_port(), dbname="pgtrade_worker")
     reader_pw = uuid.uuid4().hex
     with nodes.p(autocommit=True) as p:  # a read-only login for the worker, created on the primary, replicated
         p.execute(f"CREATE ROLE pgtrade_bars_reader LOGIN PASSWORD '{reader_pw}'")
@@ -435,61 +423,56 @@ def test_a_backtest_reads_on_the_replica_and_its_engine_runs_on_a_writable_node_
         p.execute("GRANT SELECT ON market.bars, market.instruments TO pgtrade_bars_reader")
     nodes.caught_up()
     try:
-        worker.init()
-        worker.start()
-        worker.create_database()
-        with psycopg.connect(worker.url(), autocommit=True) as w:
-            migrate(w)
-            w.execute("CREATE EXTENSION IF NOT EXISTS postgres_fdw")
-            w.execute(
-                sql.SQL(
-                    "CREATE SERVER replica FOREIGN DATA WRAPPER postgres_fdw"
-                    " OPTIONS (host '127.0.0.1', port {}, dbname {})"
-                ).format(sql.Literal(str(nodes.replica.port)), sql.Literal(DB))
+        with throwaway_cluster("worker", "pgtrade_worker") as worker:
+            with psycopg.connect(worker.url(), autocommit=True) as w:
+                w.execute("CREATE EXTENSION IF NOT EXISTS postgres_fdw")
+                w.execute(
+                    sql.SQL(
+                        "CREATE SERVER replica FOREIGN DATA WRAPPER postgres_fdw"
+                        " OPTIONS (host '127.0.0.1', port {}, dbname {})"
+                    ).format(sql.Literal(str(nodes.replica.port)), sql.Literal(DB))
+                )
+                w.execute(
+                    sql.SQL(
+                        "CREATE USER MAPPING FOR CURRENT_USER SERVER replica"
+                        " OPTIONS (user 'pgtrade_bars_reader', password {})"
+                    ).format(sql.Literal(reader_pw))
+                )
+                w.execute("CREATE SCHEMA replica_market")
+                w.execute(
+                    "IMPORT FOREIGN SCHEMA market LIMIT TO (bars, instruments) FROM SERVER replica INTO replica_market"
+                )
+                t0 = time.monotonic()
+                w.execute(
+                    """INSERT INTO market.instruments (symbol, name, asset_class, currency, exchange, active,
+                           qty_step, session_tz, session_open, session_close, trades_weekends, tick_size)
+                       SELECT symbol, name, asset_class, currency, exchange, active, qty_step, session_tz, session_open,
+                              session_close, trades_weekends, tick_size
+                       FROM replica_market.instruments WHERE symbol = 'GOOG'"""
+                )
+                pulled = w.execute(
+                    """INSERT INTO market.bars (symbol, interval, ts, open, high, low, close, volume, source)
+                       SELECT symbol, interval, ts, open, high, low, close, volume, source FROM replica_market.bars
+                       WHERE symbol = 'GOOG' AND interval = '1d' AND ts >= %s AND ts < %s""",
+                    (GOOG_FROM, GOOG_TO),
+                ).rowcount
+                pull = time.monotonic() - t0
+                t0 = time.monotonic()
+                again = w.execute(
+                    """SELECT status, bars, metrics, data_hash
+                       FROM backtest.run('sma_crossover', ARRAY['GOOG'], '1d', %s, %s,
+                                         '{"cash": 10000, "commission": 0.002}'::jsonb, 'fast')""",
+                    (GOOG_FROM, GOOG_TO),
+                ).fetchone()
+                engine = time.monotonic() - t0
+            assert again[0] == "done" and again[1] == stored["bars"] == pulled
+            assert again[3] == data_hash  # the very bars the primary's run read
+            assert again[2] == metrics
+            print(
+                f"writable node fed by the replica: pulled {pulled} bars in {pull:.3f} s, engine run {engine:.3f} s, "
+                "same data hash and metrics as the primary's run"
             )
-            w.execute(
-                sql.SQL(
-                    "CREATE USER MAPPING FOR CURRENT_USER SERVER replica"
-                    " OPTIONS (user 'pgtrade_bars_reader', password {})"
-                ).format(sql.Literal(reader_pw))
-            )
-            w.execute("CREATE SCHEMA replica_market")
-            w.execute(
-                "IMPORT FOREIGN SCHEMA market LIMIT TO (bars, instruments) FROM SERVER replica INTO replica_market"
-            )
-            t0 = time.monotonic()
-            w.execute(
-                """INSERT INTO market.instruments (symbol, name, asset_class, currency, exchange, active, qty_step,
-                                                  session_tz, session_open, session_close, trades_weekends, tick_size)
-                   SELECT symbol, name, asset_class, currency, exchange, active, qty_step, session_tz, session_open,
-                          session_close, trades_weekends, tick_size
-                   FROM replica_market.instruments WHERE symbol = 'GOOG'"""
-            )
-            pulled = w.execute(
-                """INSERT INTO market.bars (symbol, interval, ts, open, high, low, close, volume, source)
-                   SELECT symbol, interval, ts, open, high, low, close, volume, source FROM replica_market.bars
-                   WHERE symbol = 'GOOG' AND interval = '1d' AND ts >= %s AND ts < %s""",
-                (GOOG_FROM, GOOG_TO),
-            ).rowcount
-            pull = time.monotonic() - t0
-            t0 = time.monotonic()
-            again = w.execute(
-                """SELECT status, bars, metrics, data_hash
-                   FROM backtest.run('sma_crossover', ARRAY['GOOG'], '1d', %s, %s,
-                                     '{"cash": 10000, "commission": 0.002}'::jsonb, 'fast')""",
-                (GOOG_FROM, GOOG_TO),
-            ).fetchone()
-            engine = time.monotonic() - t0
-        assert again[0] == "done" and again[1] == stored["bars"] == pulled
-        assert again[3] == data_hash  # the very bars the primary's run read
-        assert again[2] == metrics
-        print(
-            f"writable node fed by the replica: pulled {pulled} bars in {pull:.3f} s, engine run {engine:.3f} s, "
-            "same data hash and metrics as the primary's run"
-        )
     finally:
-        worker.destroy()
-        shutil.rmtree(home, ignore_errors=True)
         with nodes.p(autocommit=True) as p:
             p.execute("REVOKE ALL ON market.bars, market.instruments FROM pgtrade_bars_reader")
             p.execute("REVOKE ALL ON SCHEMA market FROM pgtrade_bars_reader")
