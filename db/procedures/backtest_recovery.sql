@@ -4,8 +4,8 @@
 -- backtest.run_begin, which records the session's backend, and then calls backtest.run in the next transaction of
 -- the same session, which completes that row in place. A grid or walk-forward parent driven from Python
 -- (pgtrade/backtest_parallel.py) is held the same way by the session that drives it (backtest.run_hold).
--- backtest.fail_interrupted_runs marks failed every running run whose holder is gone; pg_cron runs it every minute
--- (db/jobs/backtest_recovery.sql), so within a minute of a server restart or a killed backend.
+-- backtest.fail_interrupted_runs marks failed every running run whose holder is gone; the alert watcher ops.watch()
+-- calls it on each of its every-minute pg_cron runs, so within a minute of a server restart or a killed backend.
 
 CREATE OR REPLACE FUNCTION backtest.run_hold(run_id bigint)
 RETURNS backtest.runs
