@@ -230,6 +230,19 @@ def test_every_api_read_answers_on_the_replica_what_it_answers_on_the_primary(no
     with nodes.p(autocommit=True) as p, nodes.r(autocommit=True) as r:
         reads = _api_reads(p)
         assert {q.split()[3] for _, q, _ in reads} >= {"api.bars", "api.fills", "api.backtests", "api.health()"}
+        # health describes the node it runs on (its uptime, whether it is a standby, its schedulers, ages against
+        # its now()): the same verdict and the same jobs on both, the standby saying it is one
+        health = {}
+        for name, conn in (("primary", p), ("replica", r)):
+            res = rest(conn, "GET", "web_anon", "SELECT * FROM api.health()")
+            assert res.status == 200, (name, res.message)
+            health[name] = res.row["health"]
+        assert (health["primary"]["server"]["in_recovery"], health["replica"]["server"]["in_recovery"]) == (False, True)
+        assert health["replica"]["status"] == health["primary"]["status"] == "ok", health["replica"]["problems"]
+        assert [j["job"] for j in health["replica"]["pg_cron"]["jobs"]] == [
+            j["job"] for j in health["primary"]["pg_cron"]["jobs"]
+        ]
+        reads = [read for read in reads if read[1] != "SELECT * FROM api.health()"]
         nonempty = 0
         for role, query, volatile in reads:
             for attempt in range(3):  # noqa: B007 (reported on failure)

@@ -261,7 +261,7 @@ BEGIN
                               'message', format('%s is not running: its jobs do not run', w.name))
     FROM (VALUES ('pg_cron launcher', _sched.cron_database = current_database() AND NOT _sched.pg_cron_launcher),
                  ('TimescaleDB job scheduler', NOT _sched.timescaledb_scheduler)) w(name, down)
-    WHERE w.down
+    WHERE w.down AND NOT pg_is_in_recovery()  -- a hot standby runs no scheduler: both start when it is promoted
     UNION ALL
     SELECT 'failing', 'pg_cron', j->>'job',
            jsonb_build_object('kind', 'pg_cron', 'job', j->'job', 'last_status', j->'last_status',
