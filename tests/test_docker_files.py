@@ -499,7 +499,7 @@ def _bind_mounts() -> list[tuple[str, Path, str]]:
 
 
 def test_every_file_the_compose_file_mounts_exists():
-    """h2's monitoring files (docker/prometheus, docker/postgres_exporter, docker/grafana) are mounted by path."""
+    """The monitoring files (docker/prometheus, docker/postgres_exporter, docker/grafana) are mounted by path."""
     mounts = _bind_mounts()
     assert {n for n, _, _ in mounts} == {"postgres_exporter", "prometheus", "grafana"}
     missing = [str(p.relative_to(ROOT)) for _, p, _ in mounts if not p.exists()]
