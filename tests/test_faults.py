@@ -441,6 +441,29 @@ def backtest_cli(server: Server, sleep: float) -> subprocess.Popen:
                "--end", "2014-01-01", "--param", f"sleep={sleep}", "--json")  # fmt: skip
 
 
+def grid_driver(
+    server: Server, admin: psycopg.Connection, sleep: float, grid: dict, **popen
+) -> tuple[subprocess.Popen, int]:
+    """A parallel grid of fault_slow (pgtrade/backtest_parallel.py) driven by a Python process of its own; returns
+    the process and the grid's parent run once the driving session holds it."""
+    script = (
+        "import sys\nfrom pgtrade.backtest_parallel import grid\n"
+        "grid(sys.argv[1], strategy='fault_slow', symbols=['FLTBT'], interval='1d', start='2010-01-01',"
+        f" end='2014-01-01', params={{'sleep': {sleep}}}, grid={grid!r}, jobs=2)\n"
+    )
+    driver = subprocess.Popen([sys.executable, "-c", script, server.url], cwd=ROOT,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}, **popen)  # fmt: skip
+    server.procs.append(driver)
+    parent = eventually(
+        lambda: admin.execute(
+            "SELECT id FROM backtest.runs WHERE purpose = 'grid' AND backend_pid IS NOT NULL"
+        ).fetchone(),
+        timeout=30,
+        what="the grid's parent to be held",
+    )[0]
+    return driver, parent
+
+
 def begun_run(admin: psycopg.Connection) -> tuple[int, int]:
     """The id of the CLI's running run (committed by backtest.run_begin) and the pid of the backend sleeping in it."""
     run_id, pid = eventually(
@@ -496,21 +519,7 @@ def test_killed_backtests_are_marked_failed_never_half_written(capfd):
 
             # 2. a grid driven from Python (pgtrade/backtest_parallel.py) whose process is killed: the parent is
             # held by its driving session, so it is marked failed; its finished points stay done
-            script = (
-                "import sys\nfrom pgtrade.backtest_parallel import grid\n"
-                "grid(sys.argv[1], strategy='fault_slow', symbols=['FLTBT'], interval='1d', start='2010-01-01',"
-                " end='2014-01-01', params={'sleep': 30}, grid={'fast': [5, 10], 'slow': [20, 50]}, jobs=2)\n"
-            )
-            driver = subprocess.Popen([sys.executable, "-c", script, server.url], cwd=ROOT,
-                                      env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
-            server.procs.append(driver)
-            parent = eventually(
-                lambda: admin.execute(
-                    "SELECT id FROM backtest.runs WHERE purpose = 'grid' AND backend_pid IS NOT NULL"
-                ).fetchone(),
-                timeout=30,
-                what="the grid's parent to be held",
-            )[0]
+            driver, parent = grid_driver(server, admin, 30, {"fast": [5, 10], "slow": [20, 50]})
             eventually(lambda: sleeping_backends(admin), timeout=30, what="a grid point to be running")
             driver.kill()
             driver.wait(timeout=30)
@@ -613,22 +622,7 @@ def test_postmaster_killed_during_a_pg_cron_job_and_backtests(capfd):
             # a CLI backtest and a parallel grid running when the server dies
             proc = backtest_cli(server, 300)
             run_id, _ = begun_run(admin)
-            driver = subprocess.Popen(
-                [sys.executable, "-c",
-                 "import sys\nfrom pgtrade.backtest_parallel import grid\n"
-                 "grid(sys.argv[1], strategy='fault_slow', symbols=['FLTBT'], interval='1d', start='2010-01-01',"
-                 " end='2014-01-01', params={'sleep': 300}, grid={'fast': [5, 10], 'slow': [20]}, jobs=2)\n",
-                 server.url],
-                cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
-            server.procs.append(driver)
-            parent = eventually(
-                lambda: admin.execute(
-                    "SELECT id FROM backtest.runs WHERE purpose = 'grid' AND backend_pid IS NOT NULL"
-                ).fetchone(),
-                timeout=30,
-                what="the grid's parent to be held",
-            )[0]
+            driver, parent = grid_driver(server, admin, 300, {"fast": [5, 10], "slow": [20]}, stderr=subprocess.DEVNULL)
             # the job's run in progress (it starts at the next minute)
             runid, started = eventually(
                 lambda: admin.execute(
