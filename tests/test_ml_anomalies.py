@@ -70,6 +70,66 @@ def anomalies(conn, symbol) -> dict[tuple[int, str], tuple[str, float]]:
     return {((ts - START) // DAY, t): (sev, score) for ts, t, sev, score in rows}
 
 
+# The statistics' rule as PostgreSQL computes it, window by window (what the detector ran in SQL until issue 14's
+# ingest bench found it cost ~125 us per bar): internal.window_stats must give exactly these numbers.
+REFERENCE_STATS = """
+WITH x AS (SELECT %(r)s::float8[] AS r, %(g)s::float8[] AS g, %(v)s::float8[] AS v, %(win)s::int AS win),
+w AS (
+  SELECT i, x.r[greatest(1, i - x.win):i - 1] AS r, x.g[greatest(1, i - x.win):i - 1] AS g,
+         x.v[greatest(1, i - x.win):i - 1] AS v
+  FROM x, generate_series(%(from_pos)s, cardinality(x.r)) i
+)
+SELECT w.i, rs.med, rs.sigma,
+  (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY e) FROM unnest(w.g) e WHERE e IS NOT NULL AND e <> 'NaN'),
+  (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY e) FROM unnest(w.v) e WHERE e IS NOT NULL AND e <> 'NaN')
+FROM w
+CROSS JOIN LATERAL (
+  WITH v AS (SELECT e FROM unnest(w.r) e WHERE e IS NOT NULL AND e <> 'NaN'),
+  m AS (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY v.e) AS med FROM v),
+  d AS (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY abs(v.e - m.med)) AS mad, avg(abs(v.e - m.med)) AS mean_ad
+        FROM v, m)
+  SELECT m.med, CASE WHEN d.mad > 0 THEN 1.4826 * d.mad WHEN d.mean_ad > 0 THEN 1.2533 * d.mean_ad END AS sigma
+  FROM m, d
+) rs
+ORDER BY w.i
+"""
+
+
+def test_window_stats_are_exactly_percentile_cont_over_each_window(db):
+    """internal.window_stats, numpy over many bars and value by value over a live round's few, against
+    PostgreSQL's percentile_cont over each bar's window: equal to the last bit, on windows with NULLs, a NaN, ties
+    (MAD = 0: the mean absolute deviation), a constant stretch (no sigma), partial windows, and odd and even sizes."""
+    rng = np.random.default_rng(11)
+    n = 420
+    r = [round(x, 3) for x in rng.normal(0, 0.01, n).tolist()]
+    r[0] = None
+    r[130:220] = [0.0] * 90  # most of a window equal: MAD = 0, the mean absolute deviation takes over
+    r[280:] = [0.002] * (n - 280)  # constant windows at the end: no sigma
+    r[250] = None
+    r[260] = float("nan")
+    g = [round(x, 4) for x in rng.normal(0, 0.002, n).tolist()]
+    g[0] = None
+    v = [float(x) for x in rng.integers(0, 50, n)]
+    v[100] = None
+    sigmas = []
+    for win in (120, 15):
+        for from_pos, path in ((1, "numpy"), (n - 63, "value by value")):
+            args = {"r": r, "g": g, "v": v, "win": win, "from_pos": from_pos}
+            ref = db.execute(REFERENCE_STATS, args).fetchall()
+            got = db.execute(
+                "SELECT * FROM internal.window_stats(%(r)s::float8[], %(g)s::float8[], %(v)s::float8[],"
+                " %(from_pos)s, %(win)s)",
+                args,
+            ).fetchone()
+            assert [len(a) for a in got] == [n - from_pos + 1] * 4
+            for k, (i, *want) in enumerate(ref):
+                assert [got[0][k], got[1][k], got[2][k], got[3][k]] == want, (win, path, i)
+            sigmas += [row[2] for row in ref]
+    assert None in sigmas and any(s is not None for s in sigmas)
+    with pytest.raises(psycopg.errors.InvalidParameterValue):
+        db.execute("SELECT internal.window_stats('{1,2}', '{1}', '{1,2}', 1, 120)")
+
+
 def test_spike_gap_and_volume_burst_are_scored_against_the_bars_before(db):
     instrument(db, "ANOMA")
     opens, closes, volumes = walk(300, seed=1)

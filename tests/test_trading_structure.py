@@ -65,6 +65,7 @@ INTERNAL = {
     "auto_trade",
     # anomalies (issue 12)
     "detect_anomalies",  # the anomaly step of internal.on_closed_bars (db/procedures/ml_anomalies.sql)
+    "window_stats",  # its rolling robust statistics, numpy in PL/Python (db/superuser/2_2_ml_python.sql)
     # backtesting (issue 13): the engine's steps (db/procedures/backtest_*.sql)
     "backtest_engine_defaults",
     "backtest_request",

@@ -6,52 +6,17 @@
 -- No look-ahead: a bar's scores compare it with the ml.anomaly_window() bars before it, never with itself or a
 -- later bar, so a bar scores the same live and in a re-run over history.
 --
--- The rolling median: PostgreSQL has no rolling median window function. Measured on SPX 1d (5,031 bars, window
--- 120; bench/anomaly_eval.py, docs/ml-anomalies.md): array_agg(...) OVER (ROWS n PRECEDING AND 1 PRECEDING) and a
--- median and MAD of each array take 0.33 s; a LATERAL subquery with percentile_cont over the previous n bars of
--- market.bars takes 2.96 s (a bar lookup per row across the hypertable's chunks). The window/array form is used.
+-- The rolling median: PostgreSQL has no rolling median window function. A window array_agg(...) OVER (ROWS n
+-- PRECEDING AND 1 PRECEDING) with two percentile_cont sorts of each array cost ~125 us per bar (94 % of a 1-minute
+-- backfill's ingest time, issue 14's scaling bench), a LATERAL percentile_cont over the previous n bars of
+-- market.bars ten times more. internal.window_stats (PL/Python, numpy; db/superuser/2_2_ml_python.sql) computes the
+-- statistics of every bar of a series in one call and holds their rule; docs/ml-anomalies.md has the figures.
 
 CREATE OR REPLACE FUNCTION ml.anomaly_window()
 RETURNS integer LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$ SELECT 120 $$;
 COMMENT ON FUNCTION ml.anomaly_window IS
   'Bars before a bar that its price, gap and volume anomaly scores are measured against (a bar is scored once the series has this many bars before it with a return).';
-
--- Rule: the robust location and scale of a sample, ignoring NULL and NaN: {median, sigma, n} where sigma is
--- 1.4826 x MAD (the normal-consistent median absolute deviation from the median); when more than half the values
--- equal the median (MAD = 0: a price that rarely moves), 1.2533 x the mean absolute deviation from the median
--- (normal-consistent too); NULL when every value equals the median (nothing to scale by).
-CREATE OR REPLACE FUNCTION ml.robust_stats(vals double precision[])
-RETURNS double precision[]
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-  WITH v AS (
-    SELECT u.x FROM unnest(robust_stats.vals) u(x) WHERE u.x IS NOT NULL AND u.x <> 'NaN'::float8
-  ), m AS (
-    SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY v.x) AS med, count(*) AS n FROM v
-  ), d AS (
-    SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY abs(v.x - m.med)) AS mad, avg(abs(v.x - m.med)) AS mean_ad
-    FROM v, m
-  )
-  SELECT ARRAY[m.med,
-               CASE WHEN d.mad > 0 THEN 1.4826 * d.mad WHEN d.mean_ad > 0 THEN 1.2533 * d.mean_ad END,
-               m.n]::double precision[]
-  FROM m, d
-$$;
-COMMENT ON FUNCTION ml.robust_stats IS
-  '{median, robust sigma, n} of the non-NULL values: sigma = 1.4826 x MAD, or 1.2533 x mean absolute deviation from the median when MAD = 0, NULL when all values are equal.';
-
--- The median alone (one sort; gaps and volumes need no scale of their own), ignoring NULL and NaN.
-CREATE OR REPLACE FUNCTION ml.median(vals double precision[])
-RETURNS double precision
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-  SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY u.x)
-  FROM unnest(median.vals) u(x) WHERE u.x IS NOT NULL AND u.x <> 'NaN'::float8
-$$;
-COMMENT ON FUNCTION ml.median IS 'The median of the non-NULL, non-NaN values (NULL when there are none).';
 
 -- Rule: the severity of an anomaly score under its thresholds; NULL (no anomaly) below low.
 CREATE OR REPLACE FUNCTION ml.anomaly_severity(
@@ -157,17 +122,26 @@ BEGIN
     JOIN market.bars b ON b.symbol = s.symbol AND b.interval = s.iv AND b.ts >= s.start_ts AND b.ts <= s.upto_ts
                       AND b.ts >= _lo AND b.ts <= _hi  -- (known when planned: the chunks in between only)
     WINDOW w AS (PARTITION BY s.symbol, s.iv ORDER BY b.ts)
-  ), prev AS (
-    SELECT b.*,
-      array_agg(b.r) OVER p AS r_prev, array_agg(b.g) OVER p AS g_prev, array_agg(b.v) OVER p AS v_prev
+  ), bn AS (
+    -- the window of each bar: how many returns it holds (NULL and NaN are none), how many bars
+    SELECT b.*, count(b.r) FILTER (WHERE b.r <> 'NaN'::float8) OVER p AS r_n, count(*) OVER p AS v_n
     FROM b
     WINDOW p AS (PARTITION BY b.symbol, b.iv ORDER BY b.ts ROWS BETWEEN ml.anomaly_window() PRECEDING AND 1 PRECEDING)
+  ), arr AS (
+    -- each series in time order; the bars up to after_ts only serve as the first scored bars' windows
+    SELECT b.symbol, b.iv, array_agg(b.ts ORDER BY b.ts) AS ts, array_agg(b.r ORDER BY b.ts) AS r,
+      array_agg(b.g ORDER BY b.ts) AS g, array_agg(b.v ORDER BY b.ts) AS v, array_agg(b.r_n ORDER BY b.ts) AS r_n,
+      array_agg(b.v_n ORDER BY b.ts) AS v_n, (count(*) FILTER (WHERE b.ts <= b.after_ts))::int + 1 AS from_pos
+    FROM bn b
+    GROUP BY b.symbol, b.iv
   ), st AS (
-    SELECT p.symbol, p.iv, p.ts, p.r, p.g, p.v,
-      ml.robust_stats(p.r_prev) AS rs, ml.median(p.g_prev) AS g_med, ml.median(p.v_prev) AS v_med,
-      cardinality(p.v_prev) AS v_n
-    FROM prev p
-    WHERE p.ts > p.after_ts
+    -- each scored bar with the statistics of the ml.anomaly_window() bars before it (the rule: internal.window_stats)
+    SELECT a.symbol, a.iv, u.ts, u.r, u.g, u.v, u.r_med, u.r_sigma, u.r_n, u.g_med, u.v_med, u.v_n
+    FROM arr a
+    CROSS JOIN LATERAL internal.window_stats(a.r, a.g, a.v, a.from_pos, ml.anomaly_window()) w
+    CROSS JOIN LATERAL unnest(a.ts[a.from_pos:], a.r[a.from_pos:], a.g[a.from_pos:], a.v[a.from_pos:],
+                              a.r_n[a.from_pos:], a.v_n[a.from_pos:], w.r_med, w.r_sigma, w.g_med, w.v_med)
+                       u(ts, r, g, v, r_n, v_n, r_med, r_sigma, g_med, v_med)
   ), m AS (
     -- the series' active anomaly model, if any
     SELECT DISTINCT ON (s.symbol, s.iv) s.symbol, s.iv, s.after_ts, s.upto_ts, mo.id AS model_id
@@ -196,35 +170,45 @@ BEGIN
     FROM f
     GROUP BY f.model_id
   ), cand AS (
-    SELECT st.symbol, st.iv, st.ts, 'price' AS type, abs(st.r - st.rs[1]) / st.rs[2] AS score,
-      NULL::bigint AS model_id,
-      jsonb_build_object('return', st.r, 'z', (st.r - st.rs[1]) / st.rs[2], 'median', st.rs[1], 'sigma', st.rs[2],
-                         'window', st.rs[3]) AS details
+    -- every score with what its details are made of (x: the bar's return, gap, volume or the model's decision);
+    -- the details are built for the recorded anomalies only (measured: building them for every scored bar was a
+    -- third of a bulk load's detection time)
+    SELECT st.symbol, st.iv, st.ts, 'price' AS type, abs(st.r - st.r_med) / st.r_sigma AS score,
+      NULL::bigint AS model_id, st.r AS x, st.r_med AS med, st.r_sigma AS sigma, st.r_n AS n
     FROM st
-    WHERE st.r IS NOT NULL AND st.rs[3] >= ml.anomaly_window() AND st.rs[2] > 0
+    WHERE st.r IS NOT NULL AND st.r_n >= ml.anomaly_window() AND st.r_sigma > 0
     UNION ALL
-    SELECT st.symbol, st.iv, st.ts, 'gap', abs(st.g - st.g_med) / st.rs[2], NULL,
-      jsonb_build_object('gap', st.g, 'z', (st.g - st.g_med) / st.rs[2], 'median', st.g_med, 'sigma', st.rs[2],
-                         'window', st.rs[3])
+    SELECT st.symbol, st.iv, st.ts, 'gap', abs(st.g - st.g_med) / st.r_sigma, NULL, st.g, st.g_med, st.r_sigma, st.r_n
     FROM st
-    WHERE st.g IS NOT NULL AND st.rs[3] >= ml.anomaly_window() AND st.rs[2] > 0
+    WHERE st.g IS NOT NULL AND st.r_n >= ml.anomaly_window() AND st.r_sigma > 0
     UNION ALL
-    SELECT st.symbol, st.iv, st.ts, 'volume', st.v / st.v_med, NULL,
-      jsonb_build_object('volume', st.v, 'median', st.v_med, 'window', st.v_n)
+    SELECT st.symbol, st.iv, st.ts, 'volume', st.v / st.v_med, NULL, st.v, st.v_med, NULL, st.v_n
     FROM st
     WHERE st.v_n >= ml.anomaly_window() AND st.v_med > 0
     UNION ALL
-    SELECT k.symbol, k.iv, k.ts, 'pattern', -k.d, batch.model_id, jsonb_build_object('decision', k.d)
+    SELECT k.symbol, k.iv, k.ts, 'pattern', -k.d, batch.model_id, k.d, NULL, NULL, NULL
     FROM batch, unnest(batch.syms, batch.ivs, batch.tss, batch.out) k(symbol, iv, ts, d)
+  ), th AS (
+    -- the thresholds of each symbol and type: the symbol's own row, else the '*' row
+    SELECT DISTINCT ON (sy.symbol, t.type) sy.symbol, t.type, t.enabled, t.low, t.medium, t.high, t.critical
+    FROM (SELECT DISTINCT s.symbol FROM s) sy
+    JOIN ml.anomaly_thresholds t ON t.symbol IN (sy.symbol, '*')
+    ORDER BY sy.symbol, t.type, t.symbol = '*'
   ), rated AS (
-    SELECT c.*, ml.anomaly_severity(c.score, t.low, t.medium, t.high, t.critical) AS severity
+    SELECT c.*, ml.anomaly_severity(c.score, th.low, th.medium, th.high, th.critical) AS severity
     FROM cand c
-    JOIN LATERAL (SELECT t.* FROM ml.anomaly_thresholds t
-                  WHERE t.type = c.type AND t.symbol IN (c.symbol, '*')
-                  ORDER BY t.symbol = '*' LIMIT 1) t ON t.enabled
+    JOIN th ON th.symbol = c.symbol AND th.type = c.type AND th.enabled
   ), rec AS (
     INSERT INTO ml.anomalies AS a (symbol, "interval", ts, type, score, severity, model_id, details)
-    SELECT r.symbol, r.iv, r.ts, r.type, r.score, r.severity, r.model_id, r.details
+    SELECT r.symbol, r.iv, r.ts, r.type, r.score, r.severity, r.model_id,
+      CASE r.type
+        WHEN 'price' THEN jsonb_build_object('return', r.x, 'z', (r.x - r.med) / r.sigma, 'median', r.med,
+                                             'sigma', r.sigma, 'window', r.n)
+        WHEN 'gap' THEN jsonb_build_object('gap', r.x, 'z', (r.x - r.med) / r.sigma, 'median', r.med,
+                                           'sigma', r.sigma, 'window', r.n)
+        WHEN 'volume' THEN jsonb_build_object('volume', r.x, 'median', r.med, 'window', r.n)
+        ELSE jsonb_build_object('decision', r.x)
+      END
     FROM rated r
     WHERE r.severity IS NOT NULL
     ON CONFLICT (symbol, "interval", ts, type) DO UPDATE
