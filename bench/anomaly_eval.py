@@ -20,7 +20,8 @@ the ingest path; dropped at the end (--keep keeps it). Prints markdown; --json w
     is also reported against the untouched series' own flags: "real" is how many of the copy's other flags are
     days the untouched series flags too.
 (2) The SPX days flagged HIGH or CRITICAL (price), with the close-to-close return.
-(3) Cost: the rolling-median options on SPX (window/array_agg vs LATERAL percentile_cont); ml.detect_anomalies
+(3) Cost: the rolling-median options on SPX (internal.window_stats, numpy, as the detector runs it; a window
+    array_agg with percentile_cont sorts; LATERAL percentile_cont); ml.detect_anomalies
     over the whole SPX history; the bulk load of SPX's 5,031 bars and the ingest of one new SPX bar through
     pgtrade.ingest with detection on and off (off: the series' ML watermark set past every bar inside the
     measured transaction, which is rolled back), interleaved, medians / p50 / p99; the detector alone on one bar;
@@ -217,10 +218,19 @@ def costs(url: str, runs: int) -> dict:
             "WITH r AS (SELECT ts, ln(close::float8 / lag(close::float8) OVER (ORDER BY ts)) AS r FROM market.bars"
             " WHERE symbol = 'SPX' AND interval = '1d')"
         )
-        window_q = (
-            f"{rets} SELECT count(ml.robust_stats(a.prev)) FROM (SELECT array_agg(r) OVER"
-            f" (ORDER BY ts ROWS BETWEEN {n} PRECEDING AND 1 PRECEDING) AS prev FROM r) a"
+        # the statistics as the detector computes them: internal.window_stats over the series' arrays (numpy; r's
+        # median and sigma, and here r's median twice more in the places of the gap's and the volume's)
+        numpy_q = (
+            f"{rets} SELECT cardinality(w.r_med) FROM (SELECT array_agg(r ORDER BY ts) AS a FROM r) x,"
+            f" internal.window_stats(x.a, x.a, x.a, 1, {n}) w"
         )
+        # what the detector ran in SQL until issue 14: a window array_agg and two percentile_cont sorts per bar
+        window_q = f"""{rets} SELECT count(s.mad) FROM (SELECT array_agg(r) OVER
+              (ORDER BY ts ROWS BETWEEN {n} PRECEDING AND 1 PRECEDING) AS prev FROM r) a, LATERAL (
+              WITH v AS (SELECT e FROM unnest(a.prev) e WHERE e IS NOT NULL),
+                   m AS (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY e) AS med FROM v)
+              SELECT (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY abs(v.e - m.med)) FROM v) AS mad
+              FROM m) s"""
         lateral_q = f"""{rets} SELECT count(m.med) FROM r, LATERAL (
               WITH p AS (SELECT ln(b.close::float8 / lag(b.close::float8) OVER (ORDER BY b.ts)) AS pr
                          FROM (SELECT * FROM market.bars b WHERE b.symbol = 'SPX' AND b.interval = '1d'
@@ -228,6 +238,8 @@ def costs(url: str, runs: int) -> dict:
                    m AS (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY pr) AS med FROM p)
               SELECT m.med, (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY abs(pr - m.med)) FROM p) AS mad
               FROM m) m"""
+        conn.execute(numpy_q).fetchone()  # numpy imported in this backend before the timed runs
+        out["median_numpy_s"] = statistics.median(timed(lambda: conn.execute(numpy_q).fetchone()) for _ in range(3))
         out["median_window_s"] = statistics.median(timed(lambda: conn.execute(window_q).fetchone()) for _ in range(3))
         out["median_lateral_s"] = timed(lambda: conn.execute(lateral_q).fetchone())
         conn.rollback()

@@ -662,9 +662,13 @@ def test_postmaster_killed_during_a_pg_cron_job_and_backtests(capfd):
             # it wrote a snapshot: one taken since the killed run began (that run left none, asserted above); not
             # "since the next run's start_time", which pg_cron's launcher records after the worker has started (a
             # quick run's now() can precede it)
-            assert admin.execute(
-                "SELECT count(*) FROM trading.portfolio_snapshots WHERE account_id = %s AND ts >= %s", (live, started)
-            ).fetchone()[0] >= 1
+            assert (
+                admin.execute(
+                    "SELECT count(*) FROM trading.portfolio_snapshots WHERE account_id = %s AND ts >= %s",
+                    (live, started),
+                ).fetchone()[0]
+                >= 1
+            )
             recovered = eventually(
                 lambda: admin.execute(
                     "SELECT d.start_time FROM cron.job_run_details d JOIN cron.job j USING (jobid) "
