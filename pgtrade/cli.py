@@ -125,8 +125,14 @@ def db_up(migrate: bool) -> None:
 @db.command("down")
 @user_errors
 def db_down() -> None:
-    """Stop the local cluster (data stays)."""
+    """Stop the local cluster and its read replica, if one runs (data stays)."""
+    from .replica import default_replica
+
     cl = _local_cluster()
+    rep = default_replica()
+    if rep.running():  # first: a standby left running would retry its primary every few seconds, for ever
+        rep.stop()
+        console.print("replica stopped")
     if not cl.running():
         console.print("database is not running")
         return

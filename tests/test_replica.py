@@ -533,3 +533,29 @@ def test_cli_replica_up_status_down(nodes, monkeypatch):
         assert res.exit_code == 3 and "not running" in res.output
     finally:
         Replica(primary=nodes.primary, home=nodes.primary.home / "replica", port=port).destroy()
+
+
+def test_cli_db_down_stops_the_replica_too(monkeypatch):
+    """`pgtrade db down` stops the local replica with the primary (it was left running, retrying its primary)."""
+    from click.testing import CliRunner
+
+    from pgtrade.cli import main as cli
+
+    with throwaway_cluster("replica-down", DB, migrated=False) as primary:
+        port = free_port()
+        rep = Replica(primary=primary, home=primary.home / "replica", port=port)
+        monkeypatch.setenv("PGTRADE_HOME", str(primary.home))
+        monkeypatch.setenv("PGTRADE_PORT", str(primary.port))
+        monkeypatch.setenv("PGTRADE_REPLICA_PORT", str(port))
+        monkeypatch.delenv("PGTRADE_DATABASE_URL", raising=False)
+        runner = CliRunner()
+        try:
+            res = runner.invoke(cli, ["db", "replica", "up"])
+            assert res.exit_code == 0, res.output
+            assert rep.running()
+            res = runner.invoke(cli, ["db", "down"])
+            assert res.exit_code == 0, res.output
+            assert "replica stopped" in res.output and "database stopped" in res.output
+            assert not rep.running() and not primary.running()
+        finally:
+            rep.destroy()
