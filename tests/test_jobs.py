@@ -9,6 +9,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import psycopg
+import pytest
 from waiting import eventually
 
 from pgtrade.migrate import migrate
@@ -20,6 +21,7 @@ EXPECTED_CRON = {
     "pgtrade-ml-closed-bars": ("* * * * *", "SELECT ml.process_closed_bars()"),
     "pgtrade-ml-retrain": ("30 2 * * *", "SELECT ml.retrain_all()"),
     "pgtrade-ops-watch": ("* * * * *", "SELECT ops.watch()"),
+    "pgtrade-cron-history": ("47 3 * * *", "SELECT ops.purge_cron_history()"),
 }
 
 
@@ -32,6 +34,43 @@ def test_pgtrade_jobs_are_scheduled_in_pg_cron(db):
         ).fetchall()
     }
     assert jobs == EXPECTED_CRON
+
+
+def test_cron_history_older_than_job_history_keep_is_purged(db):
+    """ops.purge_cron_history (the daily job pgtrade-cron-history, as pgtrade_jobs) deletes pgtrade's finished runs
+    older than ops.health_settings.job_history_keep and nothing else: not a newer run, not a run in progress, not
+    another role's run. job_history_keep may not be shorter than the failure window health counts failures in."""
+    keep = db.execute("SELECT job_history_keep FROM ops.health_settings").fetchone()[0]
+    job = db.execute("SELECT jobid FROM cron.job WHERE jobname = 'pgtrade-ops-watch'").fetchone()[0]
+    old = datetime.now(UTC) - keep - timedelta(hours=1)
+    recent = datetime.now(UTC) - timedelta(hours=1)
+    runs = {
+        "old": ("pgtrade_jobs", "succeeded", old),
+        "old failed": ("pgtrade_jobs", "failed", old),
+        "recent": ("pgtrade_jobs", "failed", recent),
+        "old, in progress": ("pgtrade_jobs", "running", old),
+        "old, another role's": ("postgres", "succeeded", old),
+    }
+    ids = {}
+    for name, (user, status, t) in runs.items():
+        ids[name] = db.execute(
+            """INSERT INTO cron.job_run_details (jobid, database, username, command, status, return_message,
+                                                 start_time, end_time)
+               VALUES (%s, current_database(), %s, 'SELECT ops.watch()', %s, %s, %s, %s) RETURNING runid""",
+            (job, user, status, name, t, None if status == "running" else t + timedelta(seconds=1)),
+        ).fetchone()[0]
+    db.execute("SET ROLE pgtrade_jobs")
+    assert db.execute("SELECT ops.purge_cron_history()").fetchone()[0] == 2
+    db.execute("RESET ROLE")
+    left = {
+        r[0]
+        for r in db.execute(
+            "SELECT return_message FROM cron.job_run_details WHERE runid = ANY(%s)", (list(ids.values()),)
+        )
+    }
+    assert left == {"recent", "old, in progress", "old, another role's"}
+    with pytest.raises(psycopg.errors.CheckViolation), db.transaction():
+        db.execute("UPDATE ops.health_settings SET job_history_keep = failure_window - interval '1 second'")
 
 
 FINISHED = """SELECT d.runid, d.status, d.return_message FROM cron.job_run_details d JOIN cron.job j USING (jobid)

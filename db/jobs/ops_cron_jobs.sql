@@ -39,3 +39,38 @@ REVOKE ALL ON FUNCTION ops.cron_jobs(timestamptz) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ops.cron_jobs(timestamptz) TO pgtrade_owner;
 COMMENT ON FUNCTION ops.cron_jobs(timestamptz) IS
   'pgtrade''s pg_cron jobs in this database with their last finished run (status, start, end, message), last success, failed runs since failures_since (default: the health failure window) and in all kept history; empty where pg_cron runs in another database.';
+
+-- The daily purge of that history: pgtrade's runs that ended (or, never started, were recorded) longer ago than
+-- ops.health_settings.job_history_keep. pg_cron's row-level security lets a role delete its own runs only; this
+-- file is applied as pgtrade_jobs, which runs every pgtrade job, so its runs are exactly pgtrade's. The job itself
+-- runs as pgtrade_jobs: no SECURITY DEFINER. Returns the number of runs deleted.
+CREATE OR REPLACE FUNCTION ops.purge_cron_history()
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  _n bigint;
+BEGIN
+  IF to_regnamespace('cron') IS NULL THEN
+    RETURN 0;  -- pg_cron serves another database of this cluster
+  END IF;
+  EXECUTE $q$
+    DELETE FROM cron.job_run_details d
+    WHERE d.username = current_user AND d.status IN ('succeeded', 'failed')
+      AND coalesce(d.end_time, d.start_time) < now() - (SELECT s.job_history_keep FROM ops.health_settings s) $q$;
+  GET DIAGNOSTICS _n = ROW_COUNT;
+  RETURN _n;
+END
+$$;
+REVOKE ALL ON FUNCTION ops.purge_cron_history() FROM PUBLIC;
+COMMENT ON FUNCTION ops.purge_cron_history() IS
+  'Delete pg_cron''s finished runs of pgtrade''s jobs older than ops.health_settings.job_history_keep (the daily job pgtrade-cron-history, as pgtrade_jobs); returns how many.';
+
+DO $$
+BEGIN
+  IF to_regnamespace('cron') IS NOT NULL THEN
+    PERFORM cron.schedule('pgtrade-cron-history', '47 3 * * *', 'SELECT ops.purge_cron_history()');
+  END IF;
+END
+$$;
