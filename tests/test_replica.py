@@ -505,16 +505,22 @@ def test_the_replication_role_has_replication_and_nothing_else(nodes):
         assert owned[0] == 0
 
 
+def cli_environment(monkeypatch, primary, replica_port: int) -> None:
+    """The environment under which `pgtrade db ...` manages this primary as the local cluster (and its replica on
+    replica_port)."""
+    monkeypatch.setenv("PGTRADE_HOME", str(primary.home))
+    monkeypatch.setenv("PGTRADE_PORT", str(primary.port))
+    monkeypatch.setenv("PGTRADE_REPLICA_PORT", str(replica_port))
+    monkeypatch.delenv("PGTRADE_DATABASE_URL", raising=False)
+
+
 def test_cli_replica_up_status_down(nodes, monkeypatch):
     from click.testing import CliRunner
 
     from pgtrade.cli import main as cli
 
     port = free_port()
-    monkeypatch.setenv("PGTRADE_HOME", str(nodes.primary.home))
-    monkeypatch.setenv("PGTRADE_PORT", str(nodes.primary.port))
-    monkeypatch.setenv("PGTRADE_REPLICA_PORT", str(port))
-    monkeypatch.delenv("PGTRADE_DATABASE_URL", raising=False)
+    cli_environment(monkeypatch, nodes.primary, port)
     runner = CliRunner()
     try:
         res = runner.invoke(cli, ["db", "replica", "up"])
@@ -544,10 +550,7 @@ def test_cli_db_down_stops_the_replica_too(monkeypatch):
     with throwaway_cluster("replica-down", DB, migrated=False) as primary:
         port = free_port()
         rep = Replica(primary=primary, home=primary.home / "replica", port=port)
-        monkeypatch.setenv("PGTRADE_HOME", str(primary.home))
-        monkeypatch.setenv("PGTRADE_PORT", str(primary.port))
-        monkeypatch.setenv("PGTRADE_REPLICA_PORT", str(port))
-        monkeypatch.delenv("PGTRADE_DATABASE_URL", raising=False)
+        cli_environment(monkeypatch, primary, port)
         runner = CliRunner()
         try:
             res = runner.invoke(cli, ["db", "replica", "up"])
