@@ -258,6 +258,46 @@ def test_a_fed_symbol_is_expected_fresh_and_goes_stale_when_its_bars_stop(db):
     )
 
 
+UNFED_DIRECT = """SELECT i.symbol, l."interval", l.ts, l.ingested_at, l.source FROM market.instruments i
+CROSS JOIN LATERAL (SELECT b."interval", b.ts, b.ingested_at, b.source FROM market.bars b WHERE b.symbol = i.symbol
+                    ORDER BY b.ts DESC LIMIT 1) l
+WHERE i.active AND NOT EXISTS (SELECT FROM ops.fed_series fs WHERE fs.symbol = i.symbol)"""
+
+
+def test_unfed_rows_are_each_instruments_newest_bar_however_it_is_found(db):
+    """The unfed rows of ops.data_freshness(true) are found from each series' ML watermark (ml.newest_bar plans only
+    the newest chunks), for an instrument no watermark knows (bars loaded before issue 12) over the whole
+    hypertable, and where the watermark lies past every bar (the newest deleted) over the whole series: the same
+    rows as the direct query over market.bars in every case; the newest of an instrument's intervals wins."""
+    now = db.execute("SELECT date_bin('1 minute', now(), '2000-01-03')").fetchone()[0]
+    _crypto(db, "HLTHNB")
+    hour = db.execute("SELECT date_bin('1 hour', now(), '2000-01-03')").fetchone()[0]
+    bars(db, "HLTHNB", [(100, 101, 99, 100)] * 3, interval="1h", start=hour - timedelta(hours=5))
+    bars(db, "HLTHNB", [(100, 101, 99, 100)] * 5, start=now - timedelta(minutes=30), source="newest")
+
+    def compare() -> None:
+        got = {
+            r[0]: r[1:]
+            for r in db.execute(
+                "SELECT symbol, interval, last_ts, last_arrival, source FROM ops.data_freshness(true)"
+                " WHERE NOT expected"
+            )
+        }
+        assert got == {r[0]: r[1:] for r in db.execute(UNFED_DIRECT)}
+        assert got["HLTHNB"][0] == "1m" and got["HLTHNB"][3] == "newest"
+
+    compare()
+    assert db.execute("SELECT count(*) FROM ml.watermarks WHERE symbol = 'HLTHNB'").fetchone()[0] == 2
+    db.execute("DELETE FROM market.bars WHERE symbol = 'HLTHNB' AND interval = '1m' AND ts = %s",
+               (now - timedelta(minutes=26),))  # fmt: skip
+    assert db.execute("SELECT ts FROM ml.watermarks WHERE symbol = 'HLTHNB' AND interval = '1m'").fetchone()[0] == (
+        now - timedelta(minutes=26)
+    )  # past every bar of the series now
+    compare()
+    db.execute("DELETE FROM ml.watermarks WHERE symbol = 'HLTHNB'")
+    compare()
+
+
 def test_a_simulated_feed_is_judged_by_arrival(db):
     """A feed faster than real time stamps bars in the simulated past: its series is stale only when nothing
     arrived for max(stale_wall, stale_bars x step / speed)."""

@@ -111,6 +111,23 @@ REVOKE ALL ON FUNCTION ops.bars_due(text, interval, timestamptz, timestamptz, in
 COMMENT ON FUNCTION ops.bars_due(text, interval, timestamptz, timestamptz, integer) IS
   'Bars of a series (this step) due by `at` after its last bar `after`: closed slots in the instrument''s trading session (market.is_trading_time), newest first, counted up to up_to.';
 
+-- The newest bar of an instrument none of whose series ml.watermarks knows (bars loaded before issue 12's
+-- closed-bar trigger): every chunk of the hypertable is planned (on the dev cluster's 245 compressed chunks, six
+-- such instruments: 55-82 ms). PL/pgSQL, so that a query calling it never plans this unless it runs it.
+CREATE OR REPLACE FUNCTION ops.newest_bar_unwatched(symbol text, OUT "interval" text, OUT last_ts timestamptz,
+                                                    OUT last_ingested_at timestamptz, OUT last_source text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  SELECT b."interval", b.ts, b.ingested_at, b.source INTO "interval", last_ts, last_ingested_at, last_source
+  FROM market.bars b WHERE b.symbol = newest_bar_unwatched.symbol ORDER BY b.ts DESC LIMIT 1;
+END
+$$;
+REVOKE ALL ON FUNCTION ops.newest_bar_unwatched(text) FROM PUBLIC;
+COMMENT ON FUNCTION ops.newest_bar_unwatched(text) IS
+  'The newest bar (interval, time, arrival, source) of an instrument, over every chunk; for instruments whose series ml.watermarks does not know (ops.data_freshness).';
+
 -- The freshness rule. Expected fresh: the series a live feed is responsible for (ops.fed_series) of active
 -- instruments. A series fed in real time (speed 1) is stale when its stale_bars most recent bars that are due are
 -- all missing: walking back from now over the bar slots that have closed (ts + step <= now) and fall in the
@@ -136,14 +153,12 @@ BEGIN
   RETURN QUERY
   WITH fed AS (
     SELECT fs.symbol, fs."interval", i.asset_class, f.id AS feed_id, f.source, f.speed, f.started_at, iv.step,
-           b.ts AS last_ts, b.ingested_at AS last_arrival
+           b.last_ts, b.last_ingested_at AS last_arrival
     FROM ops.fed_series fs
     JOIN ops.feeds f ON f.id = fs.feed_id
     JOIN market.instruments i ON i.symbol = fs.symbol AND i.active
     JOIN market.intervals iv ON iv.code = fs."interval"
-    LEFT JOIN LATERAL (SELECT b.ts, b.ingested_at FROM market.bars b
-                       WHERE b.symbol = fs.symbol AND b."interval" = fs."interval"
-                       ORDER BY b.ts DESC LIMIT 1) b ON true
+    CROSS JOIN LATERAL ml.newest_bar(fs.symbol, fs."interval") b
   )
   SELECT fed.symbol, fed."interval", fed.asset_class, true, fed.feed_id, fed.source, fed.speed, fed.last_ts,
          fed.last_arrival, greatest(now() - coalesce(fed.last_ts + fed.step, fed.started_at), interval '0'), d.due,
@@ -153,11 +168,20 @@ BEGIN
   CROSS JOIN LATERAL (SELECT ops.bars_due(fed.symbol, fed.step, coalesce(fed.last_ts, fed.started_at - fed.step), now(), _k)
                       AS due) d
   UNION ALL
-  SELECT i.symbol, l."interval", i.asset_class, false, NULL::bigint, l.source, NULL::numeric, l.ts, l.ingested_at,
-         greatest(now() - (l.ts + iv.step), interval '0'), NULL::integer, NULL::boolean
+  SELECT i.symbol, l."interval", i.asset_class, false, NULL::bigint, l.last_source, NULL::numeric, l.last_ts,
+         l.last_ingested_at, greatest(now() - (l.last_ts + iv.step), interval '0'), NULL::integer, NULL::boolean
   FROM market.instruments i
-  CROSS JOIN LATERAL (SELECT b."interval", b.ts, b.ingested_at, b.source FROM market.bars b
-                      WHERE b.symbol = i.symbol ORDER BY b.ts DESC LIMIT 1) l
+  -- its series: every series ingested since issue 12 has a row in ml.watermarks (the closed-bar trigger adds it);
+  -- an instrument with none (loaded before) is searched as a whole
+  CROSS JOIN LATERAL (SELECT w."interval", nb.last_ts, nb.last_ingested_at, nb.last_source FROM ml.watermarks w
+                      CROSS JOIN LATERAL ml.newest_bar(w.symbol, w."interval") nb
+                      WHERE w.symbol = i.symbol AND nb.last_ts IS NOT NULL
+                      UNION ALL
+                      SELECT u."interval", u.last_ts, u.last_ingested_at, u.last_source
+                      FROM ops.newest_bar_unwatched(i.symbol) u
+                      WHERE NOT EXISTS (SELECT FROM ml.watermarks w WHERE w.symbol = i.symbol)
+                        AND u.last_ts IS NOT NULL
+                      ORDER BY 2 DESC LIMIT 1) l
   JOIN market.intervals iv ON iv.code = l."interval"
   WHERE with_unfed AND i.active
     AND NOT EXISTS (SELECT FROM ops.fed_series fs WHERE fs.symbol = i.symbol)
