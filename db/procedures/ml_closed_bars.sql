@@ -15,27 +15,23 @@ AS $$ SELECT trading.account_clock('wall', NULL) $$;  -- the one clock rule (db/
 COMMENT ON FUNCTION ml.feed_now IS
   'The feed''s clock, a wall-clock account''s (trading.account_clock): the setting pgtrade.feed_now when the ingest transaction set one (a simulated feed), never later than now(); else now().';
 
--- The newest bar of a series, found without planning every chunk of the hypertable: searched from the series'
--- watermark on (a bar already seen, so the newest is at or after it), which confines the search to the newest
--- chunks; over the whole series only when nothing is found there. PL/pgSQL with plans made for each call's values:
--- a SQL function's query is planned for every call over all the chunks (measured: 28 ms per call over the bundled
--- daily history). Every ingest transaction calls it once per series (ml.closed_upto); health for every series
--- (ops.data_freshness: on the dev cluster's history, 244 of 245 chunks compressed, the unbounded newest-bar query
--- per instrument cost ~70 ms a call).
-CREATE OR REPLACE FUNCTION ml.newest_bar(symbol text, "interval" text, OUT last_ts timestamptz,
+-- The newest bar of a series, found without planning every chunk of the hypertable: searched from `since` on (a bar
+-- time the caller knows is at or before the newest: the series' ML watermark, a bar already seen), which confines
+-- the search to the newest chunks; over the whole series when `since` is NULL or -infinity or nothing is found
+-- there. PL/pgSQL with plans made for each call's values: a SQL function's query is planned for every call over
+-- all the chunks (measured: 28 ms per call over the bundled daily history). Every ingest transaction calls it once
+-- per series (ml.closed_upto); health for every series (ops.data_freshness: on the dev cluster's history, 244 of
+-- 245 chunks compressed, the unbounded newest-bar query per instrument cost ~70 ms a call).
+CREATE OR REPLACE FUNCTION ml.newest_bar(symbol text, "interval" text, since timestamptz, OUT last_ts timestamptz,
                                          OUT last_ingested_at timestamptz, OUT last_source text)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_custom_plan
 AS $$
-DECLARE
-  _from timestamptz;
 BEGIN
-  SELECT w.ts INTO _from FROM ml.watermarks w
-  WHERE w.symbol = newest_bar.symbol AND w."interval" = newest_bar."interval";
-  IF _from > '-infinity' THEN
+  IF newest_bar.since > '-infinity' THEN
     SELECT b.ts, b.ingested_at, b.source INTO last_ts, last_ingested_at, last_source FROM market.bars b
-    WHERE b.symbol = newest_bar.symbol AND b.interval = newest_bar."interval" AND b.ts >= _from
+    WHERE b.symbol = newest_bar.symbol AND b.interval = newest_bar."interval" AND b.ts >= newest_bar.since
     ORDER BY b.ts DESC LIMIT 1;
     IF FOUND THEN
       RETURN;
@@ -46,11 +42,11 @@ BEGIN
   ORDER BY b.ts DESC LIMIT 1;
 END
 $$;
-COMMENT ON FUNCTION ml.newest_bar IS
-  'The newest bar of a series (its time, arrival and source; NULLs when it has none), searched from its ML watermark on so that only the newest chunks are planned.';
+COMMENT ON FUNCTION ml.newest_bar(text, text, timestamptz) IS
+  'The newest bar of a series (its time, arrival and source; NULLs when it has none), searched from since on (the series'' ML watermark: only the newest chunks are planned), over the whole series when since is NULL or nothing is found there.';
 
--- PL/pgSQL with plans made for each call's values (as ml.newest_bar, which finds the series' newest bar): the bar
--- before the newest is searched from the watermark on too.
+-- PL/pgSQL with plans made for each call's values (as ml.newest_bar, which finds the series' newest bar from the
+-- watermark): the bar before the newest is searched from the watermark on too.
 DROP FUNCTION IF EXISTS ml.closed_upto(text, text);
 CREATE OR REPLACE FUNCTION ml.closed_upto(symbol text, "interval" text, at_least timestamptz DEFAULT NULL)
 RETURNS timestamptz
@@ -68,7 +64,7 @@ BEGIN
   SELECT w.ts INTO _from FROM ml.watermarks w
   WHERE w.symbol = closed_upto.symbol AND w."interval" = closed_upto."interval";
   _from := coalesce(_from, '-infinity');
-  SELECT nb.last_ts INTO _last FROM ml.newest_bar(closed_upto.symbol, closed_upto."interval") nb;
+  SELECT nb.last_ts INTO _last FROM ml.newest_bar(closed_upto.symbol, closed_upto."interval", _from) nb;
   IF _last IS NULL OR _step IS NULL THEN
     RETURN NULL;
   END IF;

@@ -158,7 +158,8 @@ BEGIN
     JOIN ops.feeds f ON f.id = fs.feed_id
     JOIN market.instruments i ON i.symbol = fs.symbol AND i.active
     JOIN market.intervals iv ON iv.code = fs."interval"
-    CROSS JOIN LATERAL ml.newest_bar(fs.symbol, fs."interval") b
+    LEFT JOIN ml.watermarks w ON w.symbol = fs.symbol AND w."interval" = fs."interval"
+    CROSS JOIN LATERAL ml.newest_bar(fs.symbol, fs."interval", w.ts) b
   )
   SELECT fed.symbol, fed."interval", fed.asset_class, true, fed.feed_id, fed.source, fed.speed, fed.last_ts,
          fed.last_arrival, greatest(now() - coalesce(fed.last_ts + fed.step, fed.started_at), interval '0'), d.due,
@@ -174,7 +175,7 @@ BEGIN
   -- its series: every series ingested since issue 12 has a row in ml.watermarks (the closed-bar trigger adds it);
   -- an instrument with none (loaded before) is searched as a whole
   CROSS JOIN LATERAL (SELECT w."interval", nb.last_ts, nb.last_ingested_at, nb.last_source FROM ml.watermarks w
-                      CROSS JOIN LATERAL ml.newest_bar(w.symbol, w."interval") nb
+                      CROSS JOIN LATERAL ml.newest_bar(w.symbol, w."interval", w.ts) nb
                       WHERE w.symbol = i.symbol AND nb.last_ts IS NOT NULL
                       UNION ALL
                       SELECT u."interval", u.last_ts, u.last_ingested_at, u.last_source
