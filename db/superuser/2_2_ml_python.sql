@@ -73,9 +73,9 @@ ON CONFLICT (object) DO UPDATE SET reason = excluded.reason, exposed_reason = ex
 -- count lo + 0.5 * (hi - lo)); sigma = 1.4826 x MAD (the median absolute deviation from the median, normal-
 -- consistent); when more than half the values equal the median (MAD = 0, a price that rarely moves) 1.2533 x the
 -- mean absolute deviation from the median (normal-consistent too, summed in time order as avg() sums); NULL when
--- every value equals the median. Median, sigma and n are NULL when the window holds no value.
+-- every value equals the median. Median and sigma are NULL when the window holds no value.
 -- Why PL/Python: PostgreSQL has no rolling median, and a window array_agg with two percentile_cont sorts per bar
--- cost ~125 us per bar, 94 % of a 1-minute backfill's ingest time (docs/benchmarks.md); numpy partitions the full
+-- cost ~125 us per bar, 94 % of a 1-minute backfill's ingest time (docs/benchmarks.md); numpy sorts the full
 -- windows of thousands of bars in one call. Windows that are partial or hold a NULL go through the same rule value
 -- by value (the first win bars of a series, a gap), and so does a call for at most 64 bars (a live round), without
 -- numpy. Only these four come back: PL/Python turns each returned
@@ -149,7 +149,7 @@ def stats(values, with_sigma):
     pos = np.arange(start, n)  # 0-based bar positions scored
     full = (pos >= win)
     full[full] = (nbad[pos[full]] - nbad[pos[full] - win]) == 0
-    if full.any() and n >= win:
+    if full.any():  # (a full window needs win bars before it, so n > win here)
         windows = sliding_window_view(x, win)  # windows[j] = x[j : j + win], the window of bar j + win
         idx = pos[full] - win
         out = np.flatnonzero(full)
